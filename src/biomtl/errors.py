@@ -1,0 +1,40 @@
+"""User-facing errors.
+
+Every problem caused by user input (a file, a config, a model directory) raises a subclass of
+:class:`BiomtlError` whose message is one line naming the file and line, or the config key. The CLI prints
+that line and exits with status 2; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BiomtlError(Exception):
+    """Base class: a problem the user can fix. ``str(error)`` is the one-line message."""
+
+
+class DataError(BiomtlError):
+    """A data file is malformed. The message starts with ``path:line:``."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(BiomtlError):
+    """A config is invalid. ``problems`` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems) if len(self.problems) > 1 else self.problems[0])
+
+
+class ModelDirError(BiomtlError):
+    """A saved model directory is missing files, corrupted, or from a newer format version."""
+
+
+class OutputExistsError(BiomtlError):
+    """An output path exists and ``--overwrite`` was not given."""
