@@ -1,0 +1,114 @@
+"""Official corpora → BLUE task files (``biomtl data prepare``).
+
+Each corpus module exposes ``prepare(corpora: Path, out: Path) -> dict`` for each task it produces. ``out`` is
+an empty directory for that task; the function writes ``train``/``dev``/``test`` files there and returns the
+task-specific part of the manifest (counts, the BLUE reference counts, and every difference explained). The
+driver below adds file sizes and sha256 values, writes ``manifest.json``, and moves the finished directory
+into place atomically, so an interrupted or failed run never leaves a half-written task behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from biomtl.errors import BiomtlError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+CORPORA_ENV = "BIOMTL_CORPORA"
+PREPARED_ENV = "BIOMTL_DATA"
+
+Preparer = Callable[[Path, Path], dict]
+
+
+def _registry() -> dict[str, Preparer]:
+    # Imported lazily so that importing biomtl.corpora stays cheap and side-effect free.
+    from biomtl.corpora import bc5cdr, biosses, chemprot, ddi, hoc
+
+    return {
+        "bc5cdr-chemical": bc5cdr.prepare_chemical,
+        "bc5cdr-disease": bc5cdr.prepare_disease,
+        "chemprot": chemprot.prepare,
+        "ddi": ddi.prepare,
+        "biosses": biosses.prepare,
+        "hoc": hoc.prepare,
+    }
+
+
+TASKS = ("bc5cdr-chemical", "bc5cdr-disease", "chemprot", "ddi", "biosses", "hoc")
+
+
+def default_prepared_dir() -> Path:
+    """Where prepared task files live unless ``--out``/``BIOMTL_DATA`` says otherwise."""
+    if os.environ.get(PREPARED_ENV):
+        return Path(os.environ[PREPARED_ENV])
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "biomtl" / "tasks"
+
+
+def resolve_corpora_dir(corpora: str | Path | None) -> Path:
+    """The corpus directory from the flag, else ``BIOMTL_CORPORA``; fails with a clear message."""
+    value = corpora or os.environ.get(CORPORA_ENV)
+    if not value:
+        raise BiomtlError(f"no corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
+    path = Path(value)
+    if not path.is_dir():
+        raise BiomtlError(f"corpus directory {path} does not exist")
+    return path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(
+    corpora: Path, out: Path, tasks: list[str] | None = None, overwrite: bool = False
+) -> dict[str, dict]:
+    """Convert the official corpora under ``corpora`` into task directories under ``out``.
+
+    Returns ``{task: manifest}``. An existing task directory is an error unless ``overwrite``.
+
+    >>> prepare(Path("../shared/data"), Path("/tmp/tasks"), ["biosses"])  # doctest: +SKIP
+    """
+    registry = _registry()
+    tasks = list(tasks or TASKS)
+    unknown = [t for t in tasks if t not in registry]
+    if unknown:
+        raise BiomtlError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(registry)}")
+    existing = [t for t in tasks if (out / t).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out / existing[0]} exists; pass --overwrite to replace prepared task files"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    for task in tasks:
+        log.info("preparing %s", task)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=out))
+        try:
+            manifest = {"task": task, **registry[task](corpora, tmp)}
+            manifest["output_files"] = {
+                p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
+                for p in sorted(tmp.iterdir())
+                if p.is_file()
+            }
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+            if (out / task).exists():
+                shutil.rmtree(out / task)
+            os.replace(tmp, out / task)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        manifests[task] = manifest
+    return manifests
