@@ -1,0 +1,267 @@
+"""``biomtl`` command line: thin subcommands over the library functions.
+
+Every user error prints one line ``biomtl: error: ...`` and exits with status 2, without a traceback and
+without leaving partial output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from biomtl.errors import BiomtlError, ConfigError
+
+log = logging.getLogger("biomtl")
+
+EXIT_USAGE = 2
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    corpora = Path(args.corpora) if getattr(args, "corpora", None) else None
+    prepared = Path(args.data) if getattr(args, "data", None) else None
+    return corpora, prepared
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from biomtl.corpora import TASKS, default_prepared_dir, prepare, resolve_corpora_dir
+
+    corpora = resolve_corpora_dir(args.corpora)
+    out = Path(args.out) if args.out else default_prepared_dir()
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    manifests = prepare(corpora, out, tasks, overwrite=args.overwrite)
+    for task, m in manifests.items():
+        counts = m.get("counts", {})
+        summary = ", ".join(f"{split} {_count_summary(c)}" for split, c in counts.items())
+        print(f"{task}: {summary}  → {out / task}")
+    return 0
+
+
+def _count_summary(counts: object) -> str:
+    if isinstance(counts, dict):
+        for key in ("mentions", "positives", "pairs", "abstracts", "rows", "sentences"):
+            if key in counts:
+                return f"{counts[key]} {key}"
+    return str(counts)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from biomtl.config import load_dataset_spec, read_yaml
+    from biomtl.data.readers import validate_dataset
+
+    corpora, prepared = _paths(args)
+    failed = 0
+    for path in args.configs:
+        problems: list[str] = []
+        try:
+            data = read_yaml(path)
+            if "tasks" in data and "type" not in data:
+                from biomtl.config import RunConfig
+
+                RunConfig.from_dict(data, str(path))
+                kind = "run config"
+            else:
+                spec = load_dataset_spec(path)
+                problems = validate_dataset(spec, corpora, prepared)
+                kind = f"{spec.type} task {spec.name}"
+        except ConfigError as e:
+            problems = e.problems
+            kind = ""
+        except BiomtlError as e:
+            problems = [str(e)]
+            kind = ""
+        if problems:
+            failed += 1
+            for p in problems:
+                print(f"biomtl: error: {p}", file=sys.stderr)
+        else:
+            print(f"{path}: ok ({kind})")
+    return EXIT_USAGE if failed else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from biomtl.config import apply_overrides, read_yaml
+    from biomtl.config import RunConfig
+    from biomtl.train import train
+
+    data = apply_overrides(read_yaml(args.config), args.overrides)
+    if args.output_dir:
+        data["output_dir"] = args.output_dir
+    config = RunConfig.from_dict(data, args.config)
+    corpora, prepared = _paths(args)
+    result = train(config, corpora, prepared, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    for split in ("dev", "test"):
+        if split in result:
+            scores = {t: round(s[result["main_metric"][t]], 4) for t, s in result[split].items()}
+            print(f"{split} (best epoch {result['best_epoch']}): {json.dumps(scores)}  mean {result[f'{split}_mean_main']:.4f}")
+    print(f"model: {Path(result['output_dir']) / 'best'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from biomtl.predict import Predictor
+
+    predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size)
+    task = args.task
+    if task is None:
+        if len(predictor.tasks) != 1:
+            raise BiomtlError(f"--task: the model has several tasks; choose one of {', '.join(predictor.tasks)}")
+        task = predictor.tasks[0]
+    predictor._check_task(task)
+    source = args.input if args.input != "-" else "<stdin>"
+    raw = sys.stdin.buffer.read() if args.input == "-" else _read_bytes(args.input)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise BiomtlError(f"{source}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    fmt = args.format or ("jsonl" if str(args.input).endswith(".jsonl") else "text")
+    spec = predictor.model.specs[task]
+    if fmt == "jsonl":
+        inputs: list = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                inputs.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise BiomtlError(f"{source}:{number}: invalid JSON ({e.msg})") from None
+    elif spec.type == "tagging":
+        inputs = [text]  # the whole input is one document; offsets index into it
+    else:
+        inputs = [line for line in text.splitlines() if line.strip()]
+    predictions = predictor.predict(task, inputs, source=source)
+    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(lines)
+        os.replace(tmp, out)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise BiomtlError(f"{p}: input file not found")
+    return p.read_bytes()
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from biomtl.experiments.study import run_study
+
+    corpora, prepared = _paths(args)
+    run_study(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
+              corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet)
+    return 0
+
+
+def cmd_pairwise(args: argparse.Namespace) -> int:
+    from biomtl.experiments.pairwise import run_pairwise
+
+    corpora, prepared = _paths(args)
+    run_pairwise(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
+                 corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet)
+    return 0
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpora", help="directory of the official corpora (else $BIOMTL_CORPORA)")
+    p.add_argument("--data", help="directory of prepared task files (else $BIOMTL_DATA or ~/.cache/biomtl/tasks)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biomtl", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("prepare", help="official corpora → BLUE task files with manifests")
+    p.add_argument("--corpora", help="directory of the official corpora (else $BIOMTL_CORPORA)")
+    p.add_argument("--out", help="output directory (else $BIOMTL_DATA or ~/.cache/biomtl/tasks)")
+    p.add_argument("--tasks", help="comma-separated subset of tasks")
+    p.add_argument("--overwrite", action="store_true", help="replace existing task directories")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("validate", help="check dataset or run configs and their files; report every problem")
+    p.add_argument("configs", nargs="+")
+    _data_flags(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train one run (single-task, multi-task or fine-tune)")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=1 lr=3e-5")
+    p.add_argument("--output-dir")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _data_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="raw text or JSONL → JSONL predictions")
+    p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
+    p.add_argument("--task", help="task (head) to use; optional for single-task models")
+    p.add_argument("--input", default="-", help="input file, '-' for stdin (default)")
+    p.add_argument("--format", choices=["text", "jsonl"], help="input format (default: by file extension, else text)")
+    p.add_argument("--output", help="output JSONL file (default stdout)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_predict)
+
+    for name, func, help_ in (
+        ("study", cmd_study, "ST / MTL / MTL-FT over seeds → results.md"),
+        ("pairwise", cmd_pairwise, "train every pair of tasks → n×n table and heatmap"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config")
+        p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+        p.add_argument("--profile", default="quick", help="profile in the study config (quick|full)")
+        p.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
+        p.add_argument("--output-dir")
+        p.add_argument("--quiet", action="store_true")
+        _data_flags(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="biomtl: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("transformers", "httpx", "urllib3", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"biomtl: error: {p}", file=sys.stderr)
+        return EXIT_USAGE
+    except BiomtlError as e:
+        print(f"biomtl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("biomtl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

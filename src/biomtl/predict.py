@@ -1,0 +1,155 @@
+"""Raw text (or documents) → typed predictions with character offsets.
+
+``Predictor.load(model_dir)`` needs only the saved model directory. Inputs per task type:
+
+* tagging: raw text of any length → ``entities`` with ``start``/``end`` offsets into that text;
+* classification: a text (or ``text``/``text_b`` pair). For relation tasks the text carries the entity
+  masks (``@CHEMICAL$ ... @GENE$``), or plain text plus two ``entities`` (offsets and type) that the
+  predictor masks itself → ``label`` with every label's probability;
+* regression: a ``text``/``text_b`` pair → ``score``;
+* multilabel: a text → ``labels`` with probabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biomtl.data.examples import Example
+from biomtl.errors import BiomtlError, DataError
+from biomtl.metrics import iob_chunks
+from biomtl.model import MultiTaskModel
+from biomtl.train import predict_features
+
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words_with_offsets(text: str) -> list[tuple[str, int, int]]:
+    """Split raw text into words and punctuation, the tokenisation of the BLUE NER files.
+
+    >>> words_with_offsets("IL-2 gene.")
+    [('IL', 0, 2), ('-', 2, 3), ('2', 3, 4), ('gene', 5, 9), ('.', 9, 10)]
+    """
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
+
+
+class Predictor:
+    """Predictions from a saved model directory.
+
+    >>> p = Predictor.load("runs/bc5cdr-chemical/best")  # doctest: +SKIP
+    >>> p.predict("bc5cdr-chemical", ["Naloxone reverses the effect of clonidine."])[0]["entities"][0]  # doctest: +SKIP
+    {'start': 0, 'end': 8, 'text': 'Naloxone', 'type': 'Chemical', 'score': 0.99}
+    """
+
+    def __init__(self, model: MultiTaskModel, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu", batch_size: int = 64) -> Predictor:
+        return cls(MultiTaskModel.load(directory, device=device), device, batch_size)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.specs)
+
+    def _check_task(self, task: str) -> None:
+        if task not in self.model.specs:
+            raise BiomtlError(f"--task: the model has no task '{task}' (it has {', '.join(self.model.specs)})")
+
+    def predict(self, task: str, inputs: list[str | dict[str, Any]], source: str = "input") -> list[dict[str, Any]]:
+        """One prediction per input. A ``str`` is raw text; a ``dict`` may carry ``id``, ``text``,
+        ``text_b`` and (relations) ``entities``. ``source`` names the input in error messages."""
+        self._check_task(task)
+        spec = self.model.specs[task]
+        records = [self._record(spec, item, source, i + 1) for i, item in enumerate(inputs)]
+        if spec.type == "tagging":
+            return self._predict_entities(task, records)
+        examples = [Example(id=r["id"], text=r["text"], text_b=r.get("text_b")) for r in records]
+        features = self.model.tasks[task].encode(examples, self.model.tokenizer, self.model.max_length)
+        preds = predict_features(self.model, task, features, len(examples), self.batch_size, self.device)
+        return [{"id": r["id"], **p} for r, p in zip(records, preds, strict=True)]
+
+    def _record(self, spec: Any, item: str | dict[str, Any], source: str, line: int) -> dict[str, Any]:
+        if isinstance(item, str):
+            item = {"text": item}
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise DataError(source, line, "expected a JSON object with a string field 'text'")
+        record = {"id": str(item.get("id", line)), "text": item["text"]}
+        if spec.type == "regression" or "text_b" in item:
+            if not isinstance(item.get("text_b"), str):
+                raise DataError(source, line, f"task {spec.name} compares two texts: give 'text' and 'text_b'")
+            record["text_b"] = item["text_b"]
+        if "entities" in item:
+            record["text"] = mask_entities(spec, item["text"], item["entities"], source, line)
+        elif spec.markers and spec.type == "classification":
+            check_masks(spec, record["text"], source, line)
+        return record
+
+    def _predict_entities(self, task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        spans = [words_with_offsets(r["text"]) for r in records]
+        examples = [Example(id=r["id"], tokens=[w for w, _, _ in s]) for r, s in zip(records, spans, strict=True)]
+        # Texts without any word still get an (empty) answer.
+        keep = [i for i, ex in enumerate(examples) if ex.tokens]
+        features = self.model.tasks[task].encode([examples[i] for i in keep], self.model.tokenizer, self.model.max_length)
+        preds = predict_features(self.model, task, features, len(keep), self.batch_size, self.device)
+        by_index = dict(zip(keep, preds, strict=True))
+        out = []
+        for i, record in enumerate(records):
+            entities = []
+            if i in by_index:
+                tags, probs = by_index[i]["tags"], by_index[i]["probs"]
+                for etype, s, e in sorted(iob_chunks(tags), key=lambda c: c[1]):
+                    start, end = spans[i][s][1], spans[i][e - 1][2]
+                    entities.append(
+                        {
+                            "start": start,
+                            "end": end,
+                            "text": record["text"][start:end],
+                            "type": etype,
+                            "score": round(min(probs[s:e]), 4),
+                        }
+                    )
+            out.append({"id": record["id"], "entities": entities})
+        return out
+
+
+def check_masks(spec: Any, text: str, source: str, line: int) -> None:
+    from biomtl.data.readers import _check_markers, _Collector
+
+    _check_markers(spec, Path(source), line, text, _Collector(None))
+
+
+def mask_entities(spec: Any, text: str, entities: Any, source: str, line: int) -> str:
+    """Replace the two argument spans by the task's masks.
+
+    Each entity is ``{"start", "end", "mask"}`` (``mask`` like ``"@CHEMICAL$"``) or, for tasks with one
+    mask combination, in the order of that combination.
+    """
+    if not spec.markers:
+        raise DataError(source, line, f"task {spec.name} takes no entities (it is not a relation task)")
+    if not isinstance(entities, list) or len(entities) != 2:
+        raise DataError(source, line, "'entities' must list exactly two argument spans")
+    default = spec.markers[0]
+    spans = []
+    for k, ent in enumerate(entities):
+        if not isinstance(ent, dict) or not isinstance(ent.get("start"), int) or not isinstance(ent.get("end"), int):
+            raise DataError(source, line, f"entities[{k}]: expected integer 'start' and 'end'")
+        start, end = ent["start"], ent["end"]
+        if not 0 <= start < end <= len(text):
+            raise DataError(source, line, f"entities[{k}]: offsets {start}-{end} are outside the text (length {len(text)})")
+        mask = ent.get("mask", default[k] if len(default) == 2 else None)
+        allowed = {m for option in spec.markers for m in option}
+        if mask not in allowed:
+            raise DataError(source, line, f"entities[{k}]: mask {mask!r} is not one of {', '.join(sorted(allowed))}")
+        spans.append((start, end, mask))
+    (s1, e1, _), (s2, e2, _) = sorted(spans)
+    if s2 < e1:
+        raise DataError(source, line, f"entities overlap or cross ({s1}-{e1} and {s2}-{e2})")
+    for start, end, mask in sorted(spans, reverse=True):
+        text = text[:start] + mask + text[end:]
+    return text
