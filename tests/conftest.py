@@ -18,3 +18,128 @@ def corpora_dir() -> Path:
             pytest.fail(f"BIOMTL_CORPORA={value} does not exist")
         pytest.skip("public corpora not found; set BIOMTL_CORPORA")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A tiny random-weight BERT and four toy tasks, built offline once per session.
+
+WORDS = (
+    "the of and in to a with is was for by on that as at from be were this are patients cells "
+    "aspirin naloxone clonidine cocaine heparin lithium drug dose effect induced toxicity cancer tumor "
+    "disease pain failure renal acute receptor protein gene binding inhibits inhibitor increased reduced"
+).split()
+
+
+def _tiny_vocab() -> list[str]:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789") + list("@$-.,;:()[]/%+'\"")
+    return special + chars + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + WORDS
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of a 2-layer, hidden-32 BERT with random weights and a small word-piece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    (path / "vocab.txt").write_text("\n".join(_tiny_vocab()) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(_tiny_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+def _toy_sentence(rng, n: int = 8) -> list[str]:
+    return [rng.choice(WORDS) for _ in range(n)]
+
+
+def write_toy_tasks(root: Path, n_train: int = 24, seed: int = 0) -> dict[str, Path]:
+    """Four small tasks (one per task type) with learnable signal; returns ``{task: config path}``."""
+    import random
+
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    chem = {"aspirin", "naloxone", "clonidine", "cocaine", "heparin", "lithium"}
+    configs = {}
+    for split, n in (("train", n_train), ("dev", 8), ("test", 8)):
+        # tagging: chemicals are entities
+        with open(root / f"ner.{split}.conll", "w") as f:
+            for _ in range(n):
+                words = _toy_sentence(rng, rng.randint(3, 12))
+                prev = "O"
+                for w in words:
+                    tag = ("I-Chemical" if prev != "O" else "B-Chemical") if w in chem else "O"
+                    f.write(f"{w}\t{tag}\n")
+                    prev = tag
+                f.write("\n")
+        # classification with masks: label depends on a cue word
+        with open(root / f"rel.{split}.tsv", "w") as f:
+            f.write("index\tsentence\tlabel\n")
+            for i in range(n):
+                cue = rng.choice(["inhibits", "binding", "increased"])
+                label = {"inhibits": "CPR:4", "binding": "CPR:3", "increased": "false"}[cue]
+                words = _toy_sentence(rng, 4)
+                f.write(f"{split}{i}\t@CHEMICAL$ {cue} {' '.join(words)} @GENE$ .\t{label}\n")
+        # regression: similarity = number of shared words
+        with open(root / f"sts.{split}.tsv", "w") as f:
+            f.write("index\tsentence1\tsentence2\tscore\n")
+            for i in range(n):
+                a = _toy_sentence(rng, 5)
+                k = rng.randint(0, 4)
+                b = a[:k] + _toy_sentence(rng, 5 - k)
+                f.write(f"{split}{i}\t{' '.join(a)}\t{' '.join(b)}\t{k}\n")
+        # multilabel with documents
+        with open(root / f"hoc.{split}.tsv", "w") as f:
+            f.write("index\tdoc_id\tsentence\tlabels\n")
+            for i in range(n):
+                words = _toy_sentence(rng, 6)
+                labels = [name for name, cue in (("cancer", "cancer"), ("pain", "pain")) if cue in words]
+                if not labels:
+                    labels = ["cancer"]
+                    words[0] = "cancer"
+                f.write(f"d{i // 2}_s{i % 2}\td{i // 2}\t{' '.join(words)}\t{','.join(labels)}\n")
+    specs = {
+        "toy-ner": dict(type="tagging", format="conll", ext="conll", prefix="ner",
+                        extra="columns: {token: 0, tag: 1}\nlabels: [Chemical]\nmetric: {name: entity_f1}\nmain_metric: f1\n"),
+        "toy-rel": dict(type="classification", format="tsv", ext="tsv", prefix="rel",
+                        extra='columns: {id: index, text: sentence, label: label}\nlabels: ["CPR:3", "CPR:4", "false"]\n'
+                              'markers: [["@CHEMICAL$", "@GENE$"]]\nmetric: {name: classification_f1, args: {exclude: ["false"]}}\nmain_metric: micro_f1\n'),
+        "toy-sts": dict(type="regression", format="tsv", ext="tsv", prefix="sts",
+                        extra="columns: {id: index, text: sentence1, text_b: sentence2, label: score}\nscore_range: [0, 5]\nmetric: {name: pearson}\nmain_metric: pearson\n"),
+        "toy-hoc": dict(type="multilabel", format="tsv", ext="tsv", prefix="hoc",
+                        extra="columns: {id: index, doc_id: doc_id, text: sentence, label: labels}\nlabels: [cancer, pain]\nmetric: {name: hoc_f1}\nmain_metric: f1\n"),
+    }
+    for name, s in specs.items():
+        files = "".join(f"  {split}: {root / (s['prefix'] + '.' + split + '.' + s['ext'])}\n" for split in ("train", "dev", "test"))
+        path = root / f"{name}.yaml"
+        path.write_text(f"name: {name}\ntype: {s['type']}\nformat: {s['format']}\nfiles:\n{files}{s['extra']}")
+        configs[name] = path
+    return configs
+
+
+@pytest.fixture(scope="session")
+def toy_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_toy_tasks(tmp_path_factory.mktemp("toy-tasks"))
+
+
+@pytest.fixture
+def run_config(tiny_encoder: str, toy_tasks: dict[str, Path], tmp_path: Path):
+    """A factory for fast RunConfigs on the tiny encoder."""
+    from biomtl.config import RunConfig
+
+    def make(tasks: list[str] | None = None, **changes):
+        values = dict(
+            tasks=[str(toy_tasks[t]) for t in (tasks or list(toy_tasks))],
+            output_dir=str(tmp_path / "run"), encoder=tiny_encoder, epochs=2, batch_size=4,
+            eval_batch_size=16, lr=1e-3, max_length=32, log_every=2, num_threads=1,
+        )
+        values.update(changes)
+        return RunConfig(**values)
+
+    return make

@@ -84,8 +84,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from biomtl.config import apply_overrides, read_yaml
-    from biomtl.config import RunConfig
+    from biomtl.config import RunConfig, apply_overrides, read_yaml
     from biomtl.train import train
 
     data = apply_overrides(read_yaml(args.config), args.overrides)
@@ -249,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "httpx", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     try:
         return args.func(args)
     except ConfigError as e:

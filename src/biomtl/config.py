@@ -105,6 +105,12 @@ def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
             continue
         if isinstance(value, int) and not isinstance(value, bool) and _check_type(1.0, tp) and not _check_type(1, tp):
             value = float(value)
+        if isinstance(value, str) and _check_type(1.0, tp) and not _check_type("", tp):
+            # PyYAML reads 1e-3 (no dot) as a string; accept any float literal.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not _check_type(value, tp):
             hint = " (quote yes/no/true/false to keep them as text)" if "bool" in repr(value) or _has_bool(value) else ""
             problems.append(
