@@ -308,21 +308,29 @@ def load_checkpoint(path: Path, model: MultiTaskModel, optimizer: Any, scheduler
 # Output directory
 
 
-def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Returns True when an interrupted run should be resumed from its checkpoint."""
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Returns True when an interrupted run should be resumed from its checkpoint. Changes nothing on disk, so
+    a run that fails before training (bad config or data) leaves the output directory as it was."""
     if out.exists() and any(out.iterdir()):
         if resume and find_checkpoint(out) is not None:
             return True
         if resume and (out / RESULT).is_file():
             return True
-        if overwrite:
-            shutil.rmtree(out)
-        elif resume:
+        if resume and not overwrite:
             raise BiomtlError(f"{out}: --resume given but there is no checkpoint to resume from")
-        else:
+        if not overwrite:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it or --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """:func:`check_output_dir`, then empty (``overwrite``) and create the directory."""
+    resuming = check_output_dir(out, resume, overwrite)
+    if not resuming:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    return resuming
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -366,7 +374,7 @@ def train(
     >>> train(RunConfig(tasks=["biosses"], output_dir="runs/biosses", epochs=1))  # doctest: +SKIP
     """
     out = Path(config.output_dir)
-    resuming = prepare_output_dir(out, resume, overwrite)
+    resuming = check_output_dir(out, resume, overwrite)
     if resuming and (out / RESULT).is_file():
         log.info("%s: already finished", out)
         return json.loads((out / RESULT).read_text())
@@ -378,6 +386,7 @@ def train(
 
     model = build_model(config)
     data = load_task_data(model, config, corpora, prepared)
+    prepare_output_dir(out, resume, overwrite)  # only now: a run that fails to start leaves nothing behind
     model.to(device)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 

@@ -10,6 +10,7 @@ into place atomically, so an interrupted or failed run never leaves a half-writt
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -28,18 +29,20 @@ PREPARED_ENV = "BIOMTL_DATA"
 Preparer = Callable[[Path, Path], dict]
 
 
-def _registry() -> dict[str, Preparer]:
-    # Imported lazily so that importing biomtl.corpora stays cheap and side-effect free.
-    from biomtl.corpora import bc5cdr, biosses, chemprot, ddi, hoc
+# task → (module, function); modules are imported only when their task is prepared.
+PREPARERS: dict[str, tuple[str, str]] = {
+    "bc5cdr-chemical": ("bc5cdr", "prepare_chemical"),
+    "bc5cdr-disease": ("bc5cdr", "prepare_disease"),
+    "chemprot": ("chemprot", "prepare"),
+    "ddi": ("ddi", "prepare"),
+    "biosses": ("biosses", "prepare"),
+    "hoc": ("hoc", "prepare"),
+}
 
-    return {
-        "bc5cdr-chemical": bc5cdr.prepare_chemical,
-        "bc5cdr-disease": bc5cdr.prepare_disease,
-        "chemprot": chemprot.prepare,
-        "ddi": ddi.prepare,
-        "biosses": biosses.prepare,
-        "hoc": hoc.prepare,
-    }
+
+def _preparer(task: str) -> Preparer:
+    module, function = PREPARERS[task]
+    return getattr(importlib.import_module(f"biomtl.corpora.{module}"), function)
 
 
 TASKS = ("bc5cdr-chemical", "bc5cdr-disease", "chemprot", "ddi", "biosses", "hoc")
@@ -81,11 +84,10 @@ def prepare(
 
     >>> prepare(Path("../shared/data"), Path("/tmp/tasks"), ["biosses"])  # doctest: +SKIP
     """
-    registry = _registry()
     tasks = list(tasks or TASKS)
-    unknown = [t for t in tasks if t not in registry]
+    unknown = [t for t in tasks if t not in PREPARERS]
     if unknown:
-        raise BiomtlError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(registry)}")
+        raise BiomtlError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(PREPARERS)}")
     existing = [t for t in tasks if (out / t).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -97,7 +99,7 @@ def prepare(
         log.info("preparing %s", task)
         tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=out))
         try:
-            manifest = {"task": task, **registry[task](corpora, tmp)}
+            manifest = {"task": task, **_preparer(task)(corpora, tmp)}
             manifest["output_files"] = {
                 p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
                 for p in sorted(tmp.iterdir())

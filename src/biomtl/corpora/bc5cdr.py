@@ -8,9 +8,10 @@ splitting follow the IOB files' style, so both outputs agree on >99.9 % of token
 
 - tokens are maximal runs of letters/digits, every other non-space character is a token of its own
   (NERsuite style), and a token is also cut where a mention starts or ends inside it;
-- the title is one sentence; the abstract breaks after ``.``/``!``/``?`` plus whitespace unless a
+- title and abstract are split apart, each breaks after ``.``/``!``/``?`` plus whitespace unless a
   GeniaSS-style rule forbids it (inside brackets, before a lowercase word or a conjunction/preposition, after
-  ``e.g.``/``i.v.``/``vs.``/initials, ...) or the break would fall inside a mention.
+  ``e.g.``/``i.v.``/``vs.``/initials, ...) or the break would fall inside a mention; a stray ``.`` joins the
+  sentence before it.
 
 Both tasks share the tokens and sentences; only the tags differ. Composite mentions (``cardiovascular, and
 respiratory depression``) are one contiguous span in PubTator and stay one mention, as in BLUE's counts.

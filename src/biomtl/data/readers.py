@@ -240,6 +240,8 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
         report(DataError(path, None, f"conll columns must be integers (columns: in {spec.config_path})"))
         return []
     valid = {"O"} | {f"{p}-{t}" for t in spec.labels for p in ("B", "I")}
+    need = max(2, *(c + 1 if c >= 0 else -c for c in (token_col, tag_col)))
+    width: tuple[int, int] | None = None  # (columns, line) of the first token line; every line must match
     examples: list[Example] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -264,6 +266,15 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
             parts = text.split("\t") if "\t" in text else text.split()
             if len(parts) < 2:
                 report(DataError(path, line, f"expected token and tag columns, found {len(parts)} column"))
+                bad = True
+                continue
+            if width is None:
+                width = (len(parts), line)
+                if len(parts) < need:
+                    report(DataError(path, line, f"found {len(parts)} columns, but columns: in {spec.config_path} needs {need}"))
+                    return []
+            if len(parts) != width[0]:
+                report(DataError(path, line, f"expected {width[0]} columns (as on line {width[1]}), found {len(parts)}"))
                 bad = True
                 continue
             if not tokens:

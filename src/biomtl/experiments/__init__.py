@@ -1,0 +1,9 @@
+"""Study drivers built on :func:`biomtl.train.train`.
+
+* :mod:`~biomtl.experiments.study` — ST / MTL / MTL-FT over seeds (Peng, Chen & Lu, BioNLP 2020) → ``results.md``.
+* :mod:`~biomtl.experiments.pairwise` — MTL on every pair of tasks → an n×n transfer table and heatmap.
+* :mod:`~biomtl.experiments.report` — mean ± sd tables and figures from finished runs.
+
+Both drivers share one output layout, ``<output_dir>/seed<k>/<run>/``, so a pairwise study reuses the
+``st-<task>`` runs of a study with the same config and output directory.
+"""
