@@ -112,9 +112,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = args.task
     if task is None:
         if len(predictor.tasks) != 1:
-            raise BiomtlError(f"--task: the model has several tasks; choose one of {', '.join(predictor.tasks)}")
+            raise BiomtlError(f"--task: the model has several tasks; choose one of {', '.join(predictor.tasks)} or 'all'")
         task = predictor.tasks[0]
-    predictor._check_task(task)
+    if task != "all":
+        predictor._check_task(task)
     source = args.input if args.input != "-" else "<stdin>"
     raw = sys.stdin.buffer.read() if args.input == "-" else _read_bytes(args.input)
     try:
@@ -123,7 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         line = raw[: e.start].count(b"\n") + 1
         raise BiomtlError(f"{source}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     fmt = args.format or ("jsonl" if str(args.input).endswith(".jsonl") else "text")
-    spec = predictor.model.specs[task]
+    spec = predictor.model.specs[task] if task != "all" else None
     if fmt == "jsonl":
         inputs: list = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -133,11 +134,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 inputs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise BiomtlError(f"{source}:{number}: invalid JSON ({e.msg})") from None
-    elif spec.type == "tagging":
+    elif spec is None or spec.type == "tagging":
         inputs = [text]  # the whole input is one document; offsets index into it
     else:
         inputs = [line for line in text.splitlines() if line.strip()]
-    predictions = predictor.predict(task, inputs, source=source)
+    if task == "all":
+        texts = []
+        for number, item in enumerate(inputs, start=1):
+            value = item.get("text") if isinstance(item, dict) else item
+            if not isinstance(value, str):
+                raise BiomtlError(f"{source}:{number}: expected a JSON object with a string field 'text'")
+            texts.append(value)
+        predictions = predictor.annotate(texts)
+        for item, pred in zip(inputs, predictions, strict=True):
+            if isinstance(item, dict) and "id" in item:
+                pred["id"] = str(item["id"])
+    else:
+        predictions = predictor.predict(task, inputs, source=source)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if args.output:
         out = Path(args.output)
@@ -212,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="raw text or JSONL → JSONL predictions")
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
-    p.add_argument("--task", help="task (head) to use; optional for single-task models")
+    p.add_argument("--task", help="task (head) to use, or 'all' to annotate with every plain-text head in one encoder pass; optional for single-task models")
     p.add_argument("--input", default="-", help="input file, '-' for stdin (default)")
     p.add_argument("--format", choices=["text", "jsonl"], help="input format (default: by file extension, else text)")
     p.add_argument("--output", help="output JSONL file (default stdout)")

@@ -100,22 +100,86 @@ class Predictor:
         by_index = dict(zip(keep, preds, strict=True))
         out = []
         for i, record in enumerate(records):
-            entities = []
-            if i in by_index:
-                tags, probs = by_index[i]["tags"], by_index[i]["probs"]
-                for etype, s, e in sorted(iob_chunks(tags), key=lambda c: c[1]):
-                    start, end = spans[i][s][1], spans[i][e - 1][2]
-                    entities.append(
-                        {
-                            "start": start,
-                            "end": end,
-                            "text": record["text"][start:end],
-                            "type": etype,
-                            "score": round(min(probs[s:e]), 4),
-                        }
-                    )
+            entities = _entities(record["text"], spans[i], by_index[i]) if i in by_index else []
             out.append({"id": record["id"], "entities": entities})
         return out
+
+
+    def annotate_tasks(self) -> list[str]:
+        """Tasks that can annotate plain text: tagging, multilabel and single-text classification."""
+        return [
+            t for t, s in self.model.specs.items()
+            if s.type in ("tagging", "multilabel") or (s.type == "classification" and not s.markers and "text_b" not in s.columns)
+        ]
+
+    @torch.inference_mode()
+    def annotate(self, texts: list[str], tasks: list[str] | None = None) -> list[dict[str, Any]]:
+        """Annotate raw texts with several heads at once: the encoder runs once per window, and every
+        head reads the same states. Tagging heads give ``entities``; sentence heads give their labels
+        (probabilities averaged over a long text's windows).
+
+        >>> Predictor.load("runs/mtl/best").annotate(["Cisplatin-induced nephrotoxicity."])  # doctest: +SKIP
+        """
+        from biomtl.config import DatasetSpec, MetricSpec
+        from biomtl.tasks.tagging import TaggingTask
+
+        tasks = tasks or self.annotate_tasks()
+        bad = [t for t in tasks if t not in self.annotate_tasks()]
+        if bad:
+            raise BiomtlError(f"--task: {', '.join(bad)} cannot annotate plain text (pairs or relation masks needed)")
+        spans = [words_with_offsets(t) for t in texts]
+        examples = [Example(id=str(i), tokens=[w for w, _, _ in s] or ["."]) for i, s in enumerate(spans)]
+        # Word windows as the tagging heads see them; sentence heads read the [CLS] of the same windows.
+        windowing = TaggingTask(DatasetSpec("windows", "tagging", "conll", {}, MetricSpec("entity_f1"), "f1", labels=["X"]))
+        features = windowing.encode(examples, self.model.tokenizer, self.model.max_length)
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        token_preds: dict[str, list[Any]] = {t: [None] * len(features) for t in tasks}
+        pooled: dict[str, list[torch.Tensor | None]] = {t: [None] * len(features) for t in tasks}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            feats = [features[i] for i in idx]
+            batch = windowing.collate(feats, self.model.tokenizer.pad_token_id)
+            batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+            logits = {t: v.float().cpu() for t, v in self.model.forward_all(batch, tasks).items()}
+            for t in tasks:
+                if self.model.specs[t].type == "tagging":
+                    for i, p in zip(idx, self.model.tasks[t].decode(logits[t], feats), strict=True):
+                        token_preds[t][i] = p
+                else:
+                    for row, i in enumerate(idx):
+                        pooled[t][i] = logits[t][row]
+        results: list[dict[str, Any]] = [{"id": ex.id, "entities": [], "labels": {}} for ex in examples]
+        for t in tasks:
+            task = self.model.tasks[t]
+            if self.model.specs[t].type == "tagging":
+                merged = task.merge(token_preds[t], features, len(examples))
+                for i, pred in enumerate(merged):
+                    if spans[i]:
+                        results[i]["entities"].extend(_entities(texts[i], spans[i], pred, task=t))
+                continue
+            by_example: dict[int, list[torch.Tensor]] = {}
+            for f, logit in zip(features, pooled[t], strict=True):
+                by_example.setdefault(f["example_index"], []).append(logit)
+            for i, logits_list in by_example.items():
+                mean = torch.stack(logits_list).mean(0, keepdim=True)
+                (pred,) = task.decode(mean, [features[0]])
+                results[i]["labels"][t] = pred
+        for r in results:
+            r["entities"].sort(key=lambda e: (e["start"], e["end"]))
+        return results
+
+
+def _entities(text: str, spans: list[tuple[str, int, int]], pred: dict[str, Any], task: str | None = None) -> list[dict[str, Any]]:
+    """Entity chunks of one text's word tags, with character offsets into ``text``."""
+    tags, probs = pred["tags"], pred["probs"]
+    out = []
+    for etype, s, e in sorted(iob_chunks(tags), key=lambda c: c[1]):
+        start, end = spans[s][1], spans[e - 1][2]
+        ent = {"start": start, "end": end, "text": text[start:end], "type": etype, "score": round(min(probs[s:e]), 4)}
+        if task is not None:
+            ent["task"] = task
+        out.append(ent)
+    return out
 
 
 def check_masks(spec: Any, text: str, source: str, line: int) -> None:
