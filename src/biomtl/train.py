@@ -115,10 +115,34 @@ def load_task_data(
         examples, features = {}, {}
         for split in splits(spec):
             limit = config.max_train_examples if split == "train" else config.max_eval_examples
-            examples[split] = read_split(spec, split, corpora, prepared, limit=limit)
-            features[split] = task.encode(examples[split], model.tokenizer, config.max_length)
+            key = _cache_key(spec, split, limit, corpora, prepared, model.tokenizer, config.max_length)
+            if key not in _FEATURES:
+                exs = read_split(spec, split, corpora, prepared, limit=limit)
+                _FEATURES[key] = (exs, task.encode(exs, model.tokenizer, config.max_length))
+                while len(_FEATURES) > _FEATURES_MAX:
+                    _FEATURES.pop(next(iter(_FEATURES)))
+            examples[split], features[split] = _FEATURES[key]
         data[name] = TaskData(spec, examples, features)
     return data
+
+
+# Tokenised features per (task, split, cap, files, tokenizer, max_length), shared by the runs of one process
+# (a study trains every task many times); features are never mutated after encoding.
+_FEATURES: dict[tuple, tuple[list[Example], list[Feature]]] = {}
+_FEATURES_MAX = 64
+
+
+def _cache_key(spec: DatasetSpec, split: str, limit: int | None, corpora: Path | None, prepared: Path | None,
+               tokenizer: Any, max_length: int) -> tuple:
+    from biomtl.data.readers import split_path
+
+    try:
+        path = split_path(spec, split if split in spec.files else "train", corpora, prepared)
+        stamp = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
+    except (OSError, BiomtlError):
+        stamp = ("missing", split)
+    vocab = (tokenizer.name_or_path, len(tokenizer), type(tokenizer).__name__)
+    return (json.dumps(spec.to_dict(), sort_keys=True, default=str), split, limit, stamp, vocab, max_length)
 
 
 def iterate_batches(

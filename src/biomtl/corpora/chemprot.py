@@ -337,18 +337,26 @@ def fold_ascii(text: str) -> tuple[str, list[int]]:
 
 
 def _split(text: str) -> Iterator[Span]:
-    """syntok's sentences as spans of ``text``, also ended after a bracketed title (``...rats]. OBJECTIVE``)."""
+    """syntok's sentences as spans of ``text``.
+
+    syntok cuts ``...in rats]. OBJECTIVE: ...`` (PubMed's bracketed translated title) before the period, and
+    the next piece would be glued back; spaCy ended the sentence after the period, so it moves back there
+    when a capital follows.
+    """
+    previous: Span | None = None
     for paragraph in segmenter.analyze(text):
         for sentence in paragraph:
             start, end = sentence[0].offset, sentence[-1].offset + len(sentence[-1].value)
-            for title_end in _BRACKETED_TITLE_END.finditer(text, start, end):
-                yield start, title_end.end()
-                start = title_end.end()
-            yield start, end
+            if previous and text.startswith("].", start - 1) and _CAPITAL_NEXT.match(text, start + 1):
+                previous, start = (previous[0], start + 1), start + 1
+            if previous:
+                yield previous
+            previous = (start, end)
+    if previous:
+        yield previous
 
 
-# PubMed writes a translated title in brackets; spaCy ended the sentence there, syntok does not.
-_BRACKETED_TITLE_END = re.compile(r"\]\.(?=\s+[A-Z])")
+_CAPITAL_NEXT = re.compile(r"\s+[A-Z]")
 _LIST_NUMBER = re.compile(r"\d{1,2}\.(?=\s+[A-Z])")
 
 

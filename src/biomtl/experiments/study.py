@@ -61,6 +61,7 @@ LABELS = {"st": "ST", "mtl": "MTL", "mtl_ft": "MTL-FT"}
 # The config sections a run of each kind reads, in order (later wins); "pair" is a pairwise run.
 SECTIONS = {"st": ("st",), "mtl": ("mtl",), "mtl_ft": ("mtl_ft",), "pair": ("mtl", "pairwise")}
 TASK_OVERRIDE_SETTINGS = ("st", "mtl_ft")
+_SECTION_NAMES = ("base", "st", "mtl", "mtl_ft", "pairwise")
 # RunConfig keys that the study sets for each run, and where the user sets them instead.
 STUDY_SET = {
     "tasks": "set tasks: at the top level",
@@ -188,11 +189,12 @@ def _study_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(StudyConfig)]
 
 
-def _check_section(values: Any, where: str, problems: list[str]) -> None:
-    """Check one mapping of RunConfig keys: known keys, not set by the study, of the right type."""
+def _check_section(values: Any, where: str, problems: list[str]) -> dict[str, Any]:
+    """Check one mapping of RunConfig keys (known, not set by the study, of the right type); returns the
+    entries that passed, so that the runs' values can still be checked when some did not."""
     if not isinstance(values, dict):
         problems.append(f"{where}: expected a mapping of run settings, got {type(values).__name__}")
-        return
+        return {}
     known = [f.name for f in dataclasses.fields(RunConfig) if f.name not in STUDY_SET]
     clean = {}
     for key, value in values.items():
@@ -201,8 +203,12 @@ def _check_section(values: Any, where: str, problems: list[str]) -> None:
         elif key not in known:
             problems.append(f"{where}: unknown key '{key}'{_did_you_mean(str(key), known)}")
         else:
-            clean[key] = value
-    build(RunConfig, {"tasks": ["-"], "output_dir": "-", **clean}, where, problems)
+            found: list[str] = []
+            built = build(RunConfig, {"tasks": ["-"], "output_dir": "-", key: value}, where, found)
+            problems.extend(found)
+            if built is not None:
+                clean[key] = getattr(built, key)
+    return clean
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -267,47 +273,46 @@ def load_study(
     if output_dir is not None:
         data["output_dir"] = str(output_dir)
     config = build(StudyConfig, data, where, problems)
-    _check_section(run_overrides, "override", problems)
-    if config is None:
-        raise ConfigError(problems)
+    if config is None:  # go on with the known keys, to report the problems of the sections too
+        config = build(StudyConfig, {k: v for k, v in data.items() if k in fields}, where, [])
+        if config is None:
+            raise ConfigError(problems)
+    run_overrides = _check_section(run_overrides, "override", problems)
 
-    for section in ("base", *dict.fromkeys(s for group in SECTIONS.values() for s in group)):
-        _check_section(getattr(config, section), f"{where}: {section}", problems)
+    sections = {s: _check_section(getattr(config, s), f"{where}: {s}", problems) for s in _SECTION_NAMES}
     names = _resolve_tasks(config.tasks, where, problems)
+    task_overrides: dict[str, dict[str, dict[str, Any]]] = {}
     for task, per_setting in config.task_overrides.items():
         if task not in names:
             problems.append(f"{where}: task_overrides: '{task}' is not one of the study's tasks"
                             f"{_did_you_mean(task, list(names))}")
-        if not isinstance(per_setting, dict):
-            continue
         for setting, values in per_setting.items():
             if setting not in TASK_OVERRIDE_SETTINGS:
                 problems.append(f"{where}: task_overrides.{task}: unknown setting '{setting}' "
                                 f"(single-task settings: {', '.join(TASK_OVERRIDE_SETTINGS)})")
             else:
-                _check_section(values, f"{where}: task_overrides.{task}.{setting}", problems)
+                clean = _check_section(values, f"{where}: task_overrides.{task}.{setting}", problems)
+                task_overrides.setdefault(task, {})[setting] = clean
     seed_list = _resolve_seeds(config.seeds, seeds, where, problems)
-    if problems:
-        raise ConfigError(problems)
 
-    study = Study(config, source, profile, names, seed_list, run_overrides)
-    # Every run's values, validated together (a problem shared by many runs is reported once).
+    # Every run's values (from the entries that passed so far), validated together; a problem shared by
+    # many runs is reported once.
+    checked = Study(dataclasses.replace(config, task_overrides=task_overrides, **sections), source, profile,
+                    names, seed_list, run_overrides)
     seen: set[str] = set()
     for run_setting, task_lists in (
         ("st", [[t] for t in names]), ("mtl", [list(names)]), ("mtl_ft", [[t] for t in names]),
         ("pair", [list(names)[:2]] if len(names) > 1 else []),
     ):
         for tasks in task_lists:
-            values = study.run_values(run_setting, tasks, seed_list[0], "-")
+            values = checked.run_values(run_setting, tasks, seed_list[0], "-")
             label = run_setting if len(tasks) != 1 else f"{run_setting} {tasks[0]}"
-            found: list[str] = []
-            run_config = build(RunConfig, values, label, found)
-            if run_config is not None:
-                found.extend(run_config.validate())
-            for message in found:
+            run_config = build(RunConfig, values, label, [])
+            for message in run_config.validate() if run_config is not None else []:
                 if message not in seen:
                     seen.add(message)
                     problems.append(f"{where}: {label} runs: {message}")
+    study = Study(config, source, profile, names, seed_list, run_overrides)
     if problems:
         raise ConfigError(problems)
     return study
