@@ -143,3 +143,13 @@ def run_config(tiny_encoder: str, toy_tasks: dict[str, Path], tmp_path: Path):
         return RunConfig(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(corpora_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All six BLUE task directories, prepared once per session from the real corpora."""
+    from biomtl.corpora import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(corpora_dir, out)
+    return out

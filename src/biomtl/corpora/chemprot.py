@@ -694,5 +694,9 @@ def _differences(
                 }
                 for i, label in sorted(theirs - positives)
             ],
+            "positive_pairs": agreement(
+                (row for row in converted.rows if row.label != FALSE),
+                {i: (sentence, labels) for i, (sentence, labels) in blue.items() if set(labels) - {FALSE}},
+            ),
         }
     return differences
