@@ -146,10 +146,12 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -225,6 +227,7 @@ class DatasetSpec:
     description: str = ""
     citation: str = ""
     dev_from_train: float | None = None
+    unique_ids: bool = True
     restricted: bool = False
     config_path: str | None = None
 

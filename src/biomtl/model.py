@@ -178,7 +178,10 @@ class MultiTaskModel(nn.Module):
             config = AutoConfig.from_pretrained(directory / ENCODER_DIR)
             tokenizer = load_tokenizer(str(directory / ENCODER_DIR))
         except (KeyError, TypeError, ValueError, OSError, BiomtlError) as e:
-            raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({e})") from None
+            raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({_first_line(e)})") from None
+        for name, spec in specs.items():
+            if spec.type not in TASK_TYPES:
+                raise ModelDirError(f"{directory / MANIFEST}: tasks.{name}.type: unknown task type '{spec.type}'")
         try:
             encoder = AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
         except TypeError:
@@ -195,7 +198,14 @@ class MultiTaskModel(nn.Module):
         try:
             state = load_file(directory / WEIGHTS)
         except (SafetensorError, OSError, ValueError) as e:
-            raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({e})") from None
+            raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({_first_line(e)})") from None
+        expected = model.state_dict()
+        for key, tensor in state.items():
+            if key in expected and tensor.shape != expected[key].shape:
+                raise ModelDirError(
+                    f"{directory / WEIGHTS}: weights do not match {MANIFEST} ({key} has shape "
+                    f"{list(tensor.shape)}, {MANIFEST} needs {list(expected[key].shape)})"
+                )
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ModelDirError(
@@ -204,6 +214,11 @@ class MultiTaskModel(nn.Module):
                 f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})"
             )
         return model.to(device).eval()
+
+
+def _first_line(error: Exception) -> str:
+    """Library messages can span lines; ours are one line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def read_manifest(directory: Path) -> dict:
@@ -215,7 +230,7 @@ def read_manifest(directory: Path) -> dict:
     try:
         desc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelDirError(f"{path}: corrupted ({e})") from None
+        raise ModelDirError(f"{path}: corrupted ({_first_line(e)})") from None
     if not isinstance(desc, dict) or "format_version" not in desc or "tasks" not in desc:
         raise ModelDirError(f"{path}: not a biomtl model description (no format_version/tasks)")
     version = desc["format_version"]

@@ -61,12 +61,16 @@ class Predictor:
         if task not in self.model.specs:
             raise BiomtlError(f"--task: the model has no task '{task}' (it has {', '.join(self.model.specs)})")
 
-    def predict(self, task: str, inputs: list[str | dict[str, Any]], source: str = "input") -> list[dict[str, Any]]:
+    def predict(
+        self, task: str, inputs: list[str | dict[str, Any]], source: str = "input", lines: list[int] | None = None
+    ) -> list[dict[str, Any]]:
         """One prediction per input. A ``str`` is raw text; a ``dict`` may carry ``id``, ``text``,
-        ``text_b`` and (relations) ``entities``. ``source`` names the input in error messages."""
+        ``text_b`` and (relations) ``entities``. ``source`` and ``lines`` (each input's line, default its
+        position) name an input in error messages."""
         self._check_task(task)
         spec = self.model.specs[task]
-        records = [self._record(spec, item, source, i + 1) for i, item in enumerate(inputs)]
+        lines = lines or list(range(1, len(inputs) + 1))
+        records = [self._record(spec, item, source, line) for item, line in zip(inputs, lines, strict=True)]
         if spec.type == "tagging":
             return self._predict_entities(task, records)
         examples = [Example(id=r["id"], text=r["text"], text_b=r.get("text_b")) for r in records]
@@ -86,8 +90,8 @@ class Predictor:
             record["text_b"] = item["text_b"]
         if "entities" in item:
             record["text"] = mask_entities(spec, item["text"], item["entities"], source, line)
-        elif spec.markers and spec.type == "classification":
-            check_masks(spec, record["text"], source, line)
+        if spec.markers and spec.type == "classification":
+            check_masks(spec, record["text"], source, line)  # also catches a mask given twice
         return record
 
     def _predict_entities(self, task: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

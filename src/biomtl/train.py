@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -310,17 +312,32 @@ def find_checkpoint(out: Path) -> Path | None:
     return None
 
 
+def _read_checkpoint_file(file: Path, read: Any) -> Any:
+    """``read(file)``, or a one-line :class:`TrainingError` naming the file."""
+    try:
+        return read(file)
+    except pickle.UnpicklingError:
+        reason = "it holds more than tensors and plain values, and is not unpickled"
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise TrainingError(f"{file}: cannot read the checkpoint ({reason}); start again with --overwrite")
+
+
 def load_checkpoint(path: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any) -> dict:
-    result = model.load_state_dict(load_file(path / "model.safetensors"), strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    weights = _read_checkpoint_file(path / "model.safetensors", load_file)
+    blob = _read_checkpoint_file(path / "optimizer.pt", lambda f: torch.load(f, weights_only=True))
+    state = _read_checkpoint_file(path / "state.json", lambda f: json.loads(f.read_text()))
+    try:
+        result = model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+    except (RuntimeError, ValueError, KeyError):
+        result = None
+    if result is None or result.missing_keys or result.unexpected_keys:
         raise TrainingError(f"{path}: checkpoint does not match this run's tasks; start again with --overwrite")
-    blob = torch.load(path / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["rng"]["torch"])
     if "cuda" in blob["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
-    state = json.loads((path / "state.json").read_text())
     version, internal, gauss = state.pop("python_rng")
     random.setstate((version, tuple(internal), gauss))
     np_rng = state.pop("numpy_rng")
@@ -412,7 +429,6 @@ def train(
     data = load_task_data(model, config, corpora, prepared)
     prepare_output_dir(out, resume, overwrite)  # only now: a run that fails to start leaves nothing behind
     model.to(device)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     sampler = TaskBatchSampler(
         {t: [len(f["input_ids"]) for f in td.features["train"]] for t, td in data.items()},
@@ -437,6 +453,7 @@ def train(
         assert ckpt is not None
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resuming %s at epoch %d step %d", out, state["epoch"] + 1, state["step_in_epoch"])
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_jsonl(out / "metrics.jsonl", state["history"])
 
     model.train()
@@ -449,6 +466,7 @@ def train(
         saved = state.pop("loss", None) or {}
         loss_sum = {t: torch.tensor(saved.get(t, [0.0, 0])[0], device=device) for t in data}
         loss_n = {t: int(saved.get(t, [0.0, 0])[1]) for t in data}
+        epoch_started = time.time()  # for train_s: this epoch's training steps only, without evaluation
         bar = tqdm(
             total=len(schedule), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not progress, dynamic_ncols=True, leave=False,
@@ -482,7 +500,11 @@ def train(
                 bar.close()
                 return {"interrupted": True, "global_step": state["global_step"]}
         bar.close()
-        train_loss = _check_losses(loss_sum, loss_n, state["global_step"], out)
+        train_loss = _check_losses(loss_sum, loss_n, state["global_step"], out)  # syncs the device
+        train_s = time.time() - epoch_started
+        # benchmarks/biomtl_train.py reads record.train_s; kept out of metrics.jsonl, whose rows must not
+        # depend on wall time (a resumed run reproduces them exactly).
+        log.info("epoch %d: %.2f s in training steps", epoch + 1, train_s, extra={"train_s": train_s})
 
         # End of epoch: dev evaluation and model selection (test is never looked at here).
         dev_scores, dev_preds = evaluate(model, data, "dev", config, device, dtype)

@@ -362,13 +362,16 @@ def read_split(
     if split == "train" and _carve and "dev" not in spec.files and spec.dev_from_train:
         held = _dev_indices(len(examples), spec.dev_from_train)
         examples = [ex for i, ex in enumerate(examples) if i not in held]
-    seen: dict[str, str] = {}
+    seen: dict[Any, str] = {}
     for ex in examples:
         if spec.format != "conll" and "id" in spec.columns:
-            if ex.id in seen:
+            # With unique_ids: false an id may repeat with another label (BLUE's ChemProt lists a pair once
+            # per CPR group), never with the same one.
+            key = ex.id if spec.unique_ids else (ex.id, str(ex.label))
+            if key in seen:
                 line = ex.source.rsplit(":", 1)[1]
-                report(DataError(path, int(line), f"duplicate id '{ex.id}' (first at line {seen[ex.id].rsplit(':', 1)[1]})"))
-            seen.setdefault(ex.id, ex.source)
+                report(DataError(path, int(line), f"duplicate id '{ex.id}' (first at line {seen[key].rsplit(':', 1)[1]})"))
+            seen.setdefault(key, ex.source)
     if not examples and report.count == 0:
         report(DataError(path, None, f"split '{split}' of task {spec.name} has no examples"))
     return _limit(examples, limit)

@@ -264,8 +264,9 @@ def load_study(
             close = difflib.get_close_matches(profile, list(profiles), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(f"{source}: profiles: no profile '{profile}' (defined: {', '.join(profiles)}){hint}")
-        elif isinstance(profiles[profile], dict):
-            data = deep_merge(raw, profiles[profile])
+        elif isinstance(profiles[profile], dict):  # its unknown keys are reported above
+            known = {k: v for k, v in profiles[profile].items() if k in fields and k != "profiles"}
+            data = deep_merge(raw, known)
 
     study_overrides, run_items = _split_overrides(list(overrides or []))
     data = apply_overrides(data, study_overrides)
@@ -306,7 +307,7 @@ def load_study(
     ):
         for tasks in task_lists:
             values = checked.run_values(run_setting, tasks, seed_list[0], "-")
-            label = run_setting if len(tasks) != 1 else f"{run_setting} {tasks[0]}"
+            label = f"{run_setting} {tasks[0]}" if run_setting in TASK_OVERRIDE_SETTINGS else run_setting
             run_config = build(RunConfig, values, label, [])
             for message in run_config.validate() if run_config is not None else []:
                 if message not in seen:
