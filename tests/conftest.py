@@ -44,7 +44,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     path = tmp_path_factory.mktemp("tiny-bert")
     (path / "vocab.txt").write_text("\n".join(_tiny_vocab()) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(str(path / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(path)
     config = BertConfig(
         vocab_size=len(_tiny_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -20,7 +20,6 @@ import yaml
 from conftest import write_toy_tasks
 from safetensors.torch import load_file
 
-from biomtl.config import RunConfig
 from biomtl.train import CHECKPOINT, find_checkpoint, train
 
 

@@ -108,6 +108,14 @@ def _print_result(result: dict) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from biomtl.predict import Predictor
 
+    if args.batch_size < 1:
+        raise BiomtlError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    out = Path(args.output) if args.output else None
+    if out is not None:  # checked before any work; the file itself is written only at the end
+        if out.exists() and not args.overwrite:
+            raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
+        if not out.absolute().parent.is_dir():
+            raise BiomtlError(f"--output: {out.absolute().parent} does not exist")
     predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size)
     task = args.task
     if task is None:
@@ -125,8 +133,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise BiomtlError(f"{source}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     fmt = args.format or ("jsonl" if str(args.input).endswith(".jsonl") else "text")
     spec = predictor.model.specs[task] if task != "all" else None
+    inputs: list = []
+    numbers: list[int] = []  # each input's line, for messages
     if fmt == "jsonl":
-        inputs: list = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -134,13 +143,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 inputs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise BiomtlError(f"{source}:{number}: invalid JSON ({e.msg})") from None
+            numbers.append(number)
     elif spec is None or spec.type == "tagging":
-        inputs = [text]  # the whole input is one document; offsets index into it
+        inputs, numbers = [text], [1]  # the whole input is one document; offsets index into it
     else:
+        numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
         inputs = [line for line in text.splitlines() if line.strip()]
     if task == "all":
         texts = []
-        for number, item in enumerate(inputs, start=1):
+        for number, item in zip(numbers, inputs, strict=True):
             value = item.get("text") if isinstance(item, dict) else item
             if not isinstance(value, str):
                 raise BiomtlError(f"{source}:{number}: expected a JSON object with a string field 'text'")
@@ -150,12 +161,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if isinstance(item, dict) and "id" in item:
                 pred["id"] = str(item["id"])
     else:
-        predictions = predictor.predict(task, inputs, source=source)
+        predictions = predictor.predict(task, inputs, source=source, lines=numbers)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    if args.output:
-        out = Path(args.output)
-        if out.exists() and not args.overwrite:
-            raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
+    if out is not None:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(lines)

@@ -75,9 +75,9 @@ def _has_bool(value: Any) -> bool:
     return False
 
 
-def _did_you_mean(key: str, options: list[str]) -> str:
+def _did_you_mean(key: str, options: list[str], what: str = "keys") -> str:
     close = difflib.get_close_matches(key, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(options))}"
+    return f"; did you mean '{close[0]}'?" if close else f"; known {what}: {', '.join(sorted(options))}"
 
 
 def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
@@ -256,7 +256,7 @@ def find_dataset_config(name_or_path: str, search: list[Path] | None = None) -> 
             if path.is_file():
                 return path
     known = sorted(p.stem for p in (REPO_CONFIGS / "datasets").rglob("*.yaml"))
-    raise ConfigError(f"task '{name_or_path}': no dataset config found{_did_you_mean(name_or_path, known)}")
+    raise ConfigError(f"tasks: no dataset config found for '{name_or_path}'{_did_you_mean(name_or_path, known, 'tasks')}")
 
 
 def load_dataset_spec(name_or_path: str | Path) -> DatasetSpec:
@@ -414,7 +414,7 @@ class RunConfig:
         for key, options in (("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING)):
             value = getattr(self, key)
             if value not in options:
-                p.append(f"{key}: unknown value '{value}'{_did_you_mean(value, list(options))}")
+                p.append(f"{key}: unknown value '{value}'{_did_you_mean(value, list(options), 'values')}")
         for task in self.loss_weights:
             if task not in self.tasks:
                 p.append(f"loss_weights: '{task}' is not one of the run's tasks ({', '.join(self.tasks)})")

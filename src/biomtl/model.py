@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 MANIFEST = "biomtl.json"
 WEIGHTS = "model.safetensors"
 ENCODER_DIR = "encoder"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
 def default_encoder_path() -> str:
@@ -60,6 +61,8 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
     from transformers import AutoConfig, AutoModel
 
     source = name_or_path or default_encoder_path()
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
+        raise BiomtlError(f"encoder: {source} does not exist (give a model directory or a Hugging Face model name)")
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
@@ -173,6 +176,9 @@ class MultiTaskModel(nn.Module):
         for name in (WEIGHTS, f"{ENCODER_DIR}/config.json"):
             if not (directory / name).is_file():
                 raise ModelDirError(f"{directory / name}: missing from the model directory")
+        # Without its vocabulary file transformers quietly builds a tokenizer that knows only special tokens.
+        if not any((directory / ENCODER_DIR / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelDirError(f"{directory / ENCODER_DIR}: the tokenizer's vocabulary ({TOKENIZER_FILES[0]}) is missing")
         try:
             specs = {name: DatasetSpec.from_dict(s, f"{directory / MANIFEST}: tasks.{name}") for name, s in desc["tasks"].items()}
             config = AutoConfig.from_pretrained(directory / ENCODER_DIR)
@@ -199,12 +205,11 @@ class MultiTaskModel(nn.Module):
             state = load_file(directory / WEIGHTS)
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({_first_line(e)})") from None
-        expected = model.state_dict()
-        for key, tensor in state.items():
-            if key in expected and tensor.shape != expected[key].shape:
+        for key, param in model.state_dict().items():
+            if key in state and state[key].shape != param.shape:
                 raise ModelDirError(
                     f"{directory / WEIGHTS}: weights do not match {MANIFEST} ({key} has shape "
-                    f"{list(tensor.shape)}, {MANIFEST} needs {list(expected[key].shape)})"
+                    f"{list(state[key].shape)}, {MANIFEST} needs {list(param.shape)})"
                 )
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:

@@ -317,7 +317,7 @@ def _read_checkpoint_file(file: Path, read: Any) -> Any:
     try:
         return read(file)
     except pickle.UnpicklingError:
-        reason = "it holds more than tensors and plain values, and is not unpickled"
+        reason = "not a plain tensor file; refused by torch.load(weights_only=True)"
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise TrainingError(f"{file}: cannot read the checkpoint ({reason}); start again with --overwrite")
@@ -493,6 +493,7 @@ def train(
                 bar.set_postfix({t: f"{v:.3f}" for t, v in losses.items()})
             if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0:
                 _check_losses(loss_sum, loss_n, state["global_step"], out)
+                _check_weights(model, state["global_step"], out)
                 state["loss"] = {t: [loss_sum[t].item(), loss_n[t]] for t in data}
                 save_checkpoint(out, model, optimizer, scheduler, state)
                 state.pop("loss")
@@ -501,6 +502,7 @@ def train(
                 return {"interrupted": True, "global_step": state["global_step"]}
         bar.close()
         train_loss = _check_losses(loss_sum, loss_n, state["global_step"], out)  # syncs the device
+        _check_weights(model, state["global_step"], out)  # before best/ and the checkpoint are written
         train_s = time.time() - epoch_started
         # benchmarks/biomtl_train.py reads record.train_s; kept out of metrics.jsonl, whose rows must not
         # depend on wall time (a resumed run reproduces them exactly).
@@ -534,13 +536,28 @@ def _check_losses(loss_sum: dict, loss_n: dict, step: int, out: Path) -> dict[st
     losses = {t: (loss_sum[t] / loss_n[t]).item() for t in loss_sum if loss_n[t]}
     bad = [t for t, v in losses.items() if not math.isfinite(v)]
     if bad:
-        ckpt = find_checkpoint(out)
-        kept = f"the last good checkpoint is kept in {ckpt}" if ckpt else "no checkpoint was written"
         raise TrainingError(
-            f"loss became {losses[bad[0]]} for task {bad[0]} by step {step}; stopping ({kept}). "
+            f"loss became {losses[bad[0]]} for task {bad[0]} by step {step}; stopping ({_kept(out)}). "
             "Lower lr or check the data."
         )
     return losses
+
+
+def _check_weights(model: MultiTaskModel, step: int, out: Path) -> None:
+    """Stops before non-finite weights are saved: a step with a finite loss can still break them (an
+    overflowing gradient), and the loss shows it only one step later."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one host sync
+        return
+    name = next(n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all())
+    raise TrainingError(
+        f"weights became non-finite ({name}) by step {step}; stopping ({_kept(out)}). Lower lr or check the data."
+    )
+
+
+def _kept(out: Path) -> str:
+    ckpt = find_checkpoint(out)
+    return f"the last good checkpoint is kept in {ckpt}" if ckpt else "no checkpoint was written"
 
 
 def _finish(out: Path, config: RunConfig, state: dict, data: dict[str, TaskData], device: torch.device, dtype: Any) -> dict:

@@ -57,6 +57,7 @@ from biomtl.train import RESULT, find_checkpoint, train
 log = logging.getLogger(__name__)
 
 SETTINGS = ("st", "mtl", "mtl_ft")
+MTL = "mtl"  # the name of each seed's multi-task run
 LABELS = {"st": "ST", "mtl": "MTL", "mtl_ft": "MTL-FT"}
 # The config sections a run of each kind reads, in order (later wins); "pair" is a pairwise run.
 SECTIONS = {"st": ("st",), "mtl": ("mtl",), "mtl_ft": ("mtl_ft",), "pair": ("mtl", "pairwise")}
@@ -137,7 +138,7 @@ class Study:
         values: dict[str, Any] = dict(c.base)
         for section in SECTIONS[setting]:
             values.update(getattr(c, section))
-        if len(tasks) == 1:
+        if setting in TASK_OVERRIDE_SETTINGS:
             values.update(c.task_overrides.get(tasks[0], {}).get(setting, {}))
         values.update(self.run_overrides)
         values.update(tasks=[self.tasks[t] for t in tasks], output_dir=str(self.run_dir(seed, name)), seed=seed)
@@ -148,9 +149,6 @@ class Study:
     def run(self, setting: str, tasks: list[str], seed: int, name: str) -> Run:
         values = self.run_values(setting, tasks, seed, name)
         return Run(name, seed, setting, list(tasks), RunConfig.from_dict(values, f"{self.source}: {name}"))
-
-
-MTL = "mtl"
 
 
 def st_name(task: str) -> str:

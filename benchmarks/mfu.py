@@ -1,0 +1,259 @@
+"""Model-FLOP utilisation of biomtl's training step on BERT-base shapes (random weights).
+
+The model is a :class:`biomtl.model.MultiTaskModel`: a randomly initialised BERT-base encoder (hidden 768,
+12 layers, 12 heads, intermediate 3072, the embedded tokenizer's 30,522-word vocabulary, SDPA attention)
+and one token-classification head. The step is the one in :func:`biomtl.train.train`: task-homogeneous
+batches from :class:`~biomtl.data.sampler.TaskBatchSampler` (length-grouped, dynamically padded), autocast,
+loss, backward, gradient clipping, AdamW (fused on CUDA), LR schedule, optional ``torch.compile``.
+
+Batch lengths follow the BLUE length distribution: every train feature of the study's six tasks
+(``configs/studies/blue-public.yaml``), encoded by its own task type with the embedded tokenizer at
+``--max-length``; token ids and labels are random.
+
+FLOPs are model FLOPs of the real (non-pad) tokens only. For a sequence of L real tokens::
+
+    6 · N · L  +  12 · n_layers · d_model · L²
+
+N = parameters outside the embeddings (encoder layers and head; every weight is used in one multiply-add per
+token forward, two backward); the second term is attention scores and weighted sum (QKᵀ and A·V: 2·L²·d
+each forward, three times that for forward + backward). Padding, recomputation and the optimizer are not
+counted. MFU = achieved FLOP/s ÷ peak FLOP/s; peaks used (dense, no sparsity): H100 SXM 989 TFLOP/s bf16
+and 67 TFLOP/s fp32 (TF32 matmuls are off, torch's default); H100 PCIe 756 / 51; H200 as H100 SXM.
+``--peak-tflops`` overrides. On the CPU the peak is unknown: achieved GFLOP/s only.
+
+    python benchmarks/mfu.py --bf16 --compile --steps 200        # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Timer,
+    command_line,
+    machine,
+    machine_line,
+    markdown_table,
+    peak_memory_mib,
+    reset_peak_memory,
+    write_json,
+)
+
+STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
+# Dense peak FLOP/s by GPU name fragment: (bf16, fp32 without TF32).
+PEAKS = {"H100 PCIe": (756e12, 51e12), "H100": (989e12, 67e12), "H200": (989e12, 67e12)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
+    p.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first (compilation, allocator)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast; fp32 otherwise")
+    p.add_argument("--compile", action="store_true", help="torch.compile(model, dynamic=True), as RunConfig.compile")
+    p.add_argument("--sampling", default="proportional", help="TaskBatchSampler strategy")
+    p.add_argument("--max-train-examples", type=int, default=None, help="seeded subset of each task's train")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak of this device and precision")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prepared", default=None, help="prepared task files (else $BIOMTL_DATA)")
+    p.add_argument("--json-out", default=None)
+    return p.parse_args(argv)
+
+
+def blue_lengths(tokenizer: Any, max_length: int, prepared: Path | None, limit: int | None) -> dict[str, list[int]]:
+    """Feature lengths (sub-words, with special tokens) of every train feature of the study's tasks."""
+    import yaml
+
+    from biomtl.config import load_dataset_spec
+    from biomtl.data.readers import read_split
+    from biomtl.tasks import TASK_TYPES
+
+    lengths = {}
+    for name in yaml.safe_load(STUDY.read_text())["tasks"]:
+        spec = load_dataset_spec(name)
+        examples = read_split(spec, "train", prepared=prepared, limit=limit)
+        features = TASK_TYPES[spec.type](spec).encode(examples, tokenizer, max_length)
+        lengths[name] = [len(f["input_ids"]) for f in features]
+    return lengths
+
+
+def bert_base(tokenizer: Any) -> torch.nn.Module:
+    from transformers import AutoModel, BertConfig
+
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=512,
+    )
+    return AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
+
+
+def model_flops(lengths: list[int], n_params: int, n_layers: int, d_model: int) -> float:
+    """Training FLOPs of sequences with these real lengths (see the module docstring)."""
+    return float(sum(6 * n_params * n + 12 * n_layers * d_model * n * n for n in lengths))
+
+
+def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tuple[float | None, str]:
+    if override:
+        return override * 1e12, f"{override:g} TFLOP/s (--peak-tflops)"
+    if device.type != "cuda":
+        return None, "unknown (CPU)"
+    name = torch.cuda.get_device_name(device)
+    for fragment, (bf16_peak, fp32_peak) in PEAKS.items():
+        if fragment in name:
+            peak = bf16_peak if bf16 else fp32_peak
+            return peak, f"{peak / 1e12:g} TFLOP/s ({fragment} {'bf16' if bf16 else 'fp32'} dense)"
+    return None, f"unknown for {name} (pass --peak-tflops)"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from biomtl.config import DatasetSpec, MetricSpec, RunConfig
+    from biomtl.data.sampler import TaskBatchSampler
+    from biomtl.model import MultiTaskModel, default_encoder_path, load_tokenizer
+    from biomtl.train import autocast, autocast_dtype, lr_factor, make_optimizer, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    dtype = autocast_dtype("bf16" if args.bf16 else "fp32", device)
+    tokenizer = load_tokenizer(default_encoder_path())
+    prepared = Path(args.prepared) if args.prepared else None
+    lengths = blue_lengths(tokenizer, args.max_length, prepared, args.max_train_examples)
+
+    spec = DatasetSpec("tagger", "tagging", "conll", {}, MetricSpec("entity_f1"), "f1", labels=["A", "B"])
+    model = MultiTaskModel(bert_base(tokenizer), tokenizer, {"tagger": spec}, max_length=args.max_length).to(device)
+    task = model.tasks["tagger"]
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder.embeddings."))
+    cfg = model.encoder.config
+
+    # The batches of the run: the sampler's schedule over the six tasks' lengths, random ids and tags.
+    sampler = TaskBatchSampler(lengths, args.batch_size, args.sampling, args.seed)
+    rng = np.random.default_rng(args.seed)
+    total = args.warmup_steps + args.steps
+    schedule: list[tuple[str, list[int]]] = []
+    epoch = 0
+    while len(schedule) < total:
+        schedule += sampler.epoch(epoch)
+        epoch += 1
+    batches = []
+    for name, idx in schedule[:total]:
+        feats = []
+        for i in idx:
+            n = lengths[name][i]
+            ids = rng.integers(1000, len(tokenizer), n)
+            ids[0], ids[-1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+            feats.append({"input_ids": ids.tolist(), "positions": list(range(1, n - 1)),
+                          "word_labels": rng.integers(0, len(task.tags), n - 2).tolist()})
+        batches.append(feats)
+
+    config = RunConfig(tasks=["tagger"], output_dir="-")
+    optimizer = make_optimizer(model, config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, int(0.1 * total)))
+    forward = torch.compile(model, dynamic=True) if args.compile else model
+    pad_id = tokenizer.pad_token_id
+    loss_sum = torch.zeros((), device=device)
+    model.train()
+
+    def step(feats: list[dict[str, Any]]) -> None:
+        # The inner step of biomtl.train.train.
+        nonlocal loss_sum
+        batch = task.collate(feats, pad_id)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, dtype):
+            logits = forward("tagger", batch)
+        loss = task.loss(logits, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()
+
+    with Timer(device) as warm:
+        for feats in batches[: args.warmup_steps]:
+            step(feats)
+    reset_peak_memory(device)
+    with Timer(device) as timer:
+        for feats in batches[args.warmup_steps :]:
+            step(feats)
+    if not torch.isfinite(loss_sum):
+        raise RuntimeError("non-finite loss")
+    peak_mem, peak_kind = peak_memory_mib(device)
+
+    timed = batches[args.warmup_steps :]
+    real = [len(f["input_ids"]) for feats in timed for f in feats]
+    padded = sum(len(feats) * max(len(f["input_ids"]) for f in feats) for feats in timed)
+    flops = model_flops(real, n_params, cfg.num_hidden_layers, cfg.hidden_size)
+    achieved = flops / timer.seconds
+    peak, peak_text = peak_flops(device, args.bf16, args.peak_tflops)
+    all_lengths = np.concatenate([np.asarray(v) for v in lengths.values()])
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": "bf16" if args.bf16 else "fp32",
+        "compile": args.compile,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "warmup_s": warm.seconds,
+        "train_s": timer.seconds,
+        "step_ms": 1000 * timer.seconds / max(1, args.steps),
+        "params_nonembedding": n_params,
+        "real_tokens": sum(real),
+        "padded_tokens": padded,
+        "padding_efficiency": sum(real) / padded,
+        "real_tokens_per_s": sum(real) / timer.seconds,
+        "sequences_per_s": len(real) / timer.seconds,
+        "model_flops": flops,
+        "achieved_tflops": achieved / 1e12,
+        "peak": peak_text,
+        "mfu": achieved / peak if peak else None,
+        "peak_memory_mib": peak_mem,
+        "peak_memory_kind": peak_kind,
+        "length_distribution": {
+            "features": int(all_lengths.size),
+            "mean": float(all_lengths.mean()),
+            "p50": float(np.percentile(all_lengths, 50)),
+            "p90": float(np.percentile(all_lengths, 90)),
+            "max": int(all_lengths.max()),
+            "per_task_mean": {t: float(np.mean(v)) for t, v in lengths.items()},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    r = run(args)
+    info = machine()
+    mfu = f"**{100 * r['mfu']:.1f} %**" if r["mfu"] is not None else "peak unknown"
+    tflops = r["achieved_tflops"]
+    achieved = f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{1000 * tflops:.1f} GFLOP/s"
+    print(markdown_table(
+        ["device", "precision", "compile", "batch", "steps", "step ms", "real tokens/s", "padding eff.",
+         "achieved", "peak", "MFU (real tokens)", "peak MiB"],
+        [[r["device"], r["precision"], r["compile"], r["batch_size"], r["steps"], r["step_ms"],
+          r["real_tokens_per_s"], r["padding_efficiency"], achieved, r["peak"], mfu,
+          r["peak_memory_mib"]]],
+    ))
+    d = r["length_distribution"]
+    print(f"\nBLUE train features: {d['features']:,}, mean length {d['mean']:.1f}, p50 {d['p50']:.0f}, "
+          f"p90 {d['p90']:.0f}, max {d['max']}; N (non-embedding) = {r['params_nonembedding']:,}")
+    print(f"machine: {machine_line(info)}\ncommand: {command_line()}")
+    write_json(args.json_out, {"command": command_line(), "machine": info, "args": vars(args), "result": r})
+
+
+if __name__ == "__main__":
+    main()
