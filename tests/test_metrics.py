@@ -506,3 +506,36 @@ def test_metric_problems_lists_every_problem() -> None:
         "metric.beta: metric 'macro_f1' takes no argument 'beta'; it takes: exclude, labels",
     ]
     assert metric_problems("hoc_f1", ["doc_ids"]) == []
+
+
+def test_score_keys_match_what_each_metric_returns():
+    from biomtl.metrics import METRICS, SCORE_KEYS, compute
+
+    samples = {
+        "pearson": ([0.0, 1.0, 2.0], [0.1, 0.9, 2.2], {}),
+        "entity_f1": ([["B-X", "O"]], [["B-X", "O"]], {}),
+        "micro_f1": (["a", "b"], ["a", "a"], {}),
+        "macro_f1": (["a", "b"], ["a", "a"], {}),
+        "classification_f1": (["a", "b"], ["a", "a"], {}),
+        "accuracy": (["a", "b"], ["a", "a"], {}),
+        "hoc_f1": ([["a"], ["b"]], [["a"], []], {"doc_ids": ["d1", "d2"]}),
+        "multilabel_f1": ([["a"], ["b"]], [["a"], []], {}),
+    }
+    assert set(samples) == set(METRICS) == set(SCORE_KEYS)
+    for name, (gold, pred, kwargs) in samples.items():
+        scores = compute(name, gold, pred, **kwargs)
+        floats = {k for k, v in scores.items() if isinstance(v, float)}
+        assert floats == set(SCORE_KEYS[name]), name
+
+
+def test_main_metric_must_be_a_score_of_the_metric(tmp_path):
+    import pytest
+
+    from biomtl.config import load_dataset_spec
+    from biomtl.errors import ConfigError
+
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\ntype: regression\nformat: tsv\nfiles: {train: a.tsv, dev: b.tsv}\n"
+                    "columns: {text: s, label: y}\nmetric: {name: pearson}\nmain_metric: pearsn\n")
+    with pytest.raises(ConfigError, match=r"main_metric: 'pearsn' is not a score of metric 'pearson'; did you mean 'pearson'\?"):
+        load_dataset_spec(path)

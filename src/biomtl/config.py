@@ -305,6 +305,12 @@ def check_dataset_spec(spec: DatasetSpec, where: str) -> list[str]:
         )
     else:
         problems.extend(f"{where}: {p}" for p in metrics.metric_problems(spec.metric.name, spec.metric.args))
+        keys = metrics.SCORE_KEYS[spec.metric.name]
+        if spec.main_metric not in keys:
+            problems.append(
+                f"{where}: main_metric: '{spec.main_metric}' is not a score of metric '{spec.metric.name}'"
+                f"{_did_you_mean(spec.main_metric, list(keys), 'scores')}"
+            )
     if spec.type in ("classification", "multilabel", "tagging") and not spec.labels:
         problems.append(f"{where}: labels: a {spec.type} task must list its labels")
     if len(set(spec.labels)) != len(spec.labels):

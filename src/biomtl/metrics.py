@@ -377,6 +377,19 @@ METRICS: dict[str, Callable[..., Scores]] = {
 }
 """Metric functions by the name a dataset config uses (``metric: {name: micro_f1, exclude: ["false"]}``)."""
 
+_PRF = ("f1", "precision", "recall")
+SCORE_KEYS: dict[str, tuple[str, ...]] = {
+    "pearson": ("pearson", "spearman"),
+    "entity_f1": _PRF,
+    "micro_f1": _PRF,
+    "macro_f1": _PRF,
+    "classification_f1": ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "accuracy"),
+    "accuracy": ("accuracy",),
+    "hoc_f1": _PRF,
+    "multilabel_f1": _PRF,
+}
+"""The scalar scores each metric returns: a config's ``main_metric`` must be one of them."""
+
 
 def _arguments(name: str) -> list[str]:
     """The keyword arguments a metric takes besides gold and pred."""

@@ -453,6 +453,10 @@ def train(
         assert ckpt is not None
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resuming %s at epoch %d step %d", out, state["epoch"] + 1, state["step_in_epoch"])
+        # Half-written temporaries of a run killed while saving (the .old fallback is not one of them).
+        for stale in [*out.glob(f".{CHECKPOINT}.*"), *out.glob(".best.*")]:
+            if stale.is_dir() and stale.name != f".{CHECKPOINT}.old" and stale != ckpt:
+                shutil.rmtree(stale)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_jsonl(out / "metrics.jsonl", state["history"])
 
