@@ -454,6 +454,8 @@ def train(
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         log.info("resuming %s at epoch %d step %d", out, state["epoch"] + 1, state["step_in_epoch"])
         # Half-written temporaries of a run killed while saving (the .old fallback is not one of them).
+        if (out / ".best.old").is_dir() and not (out / "best").exists():
+            os.replace(out / ".best.old", out / "best")  # killed between the two renames of a best-model swap
         for stale in [*out.glob(f".{CHECKPOINT}.*"), *out.glob(".best.*")]:
             if stale.is_dir() and stale.name != f".{CHECKPOINT}.old" and stale != ckpt:
                 shutil.rmtree(stale)
