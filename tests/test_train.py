@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from biomtl.model import MultiTaskModel
 from biomtl.train import train
 
@@ -19,3 +21,17 @@ def test_multitask_run_writes_everything(run_config):
         assert (out / "predictions" / f"{task}.test.jsonl").is_file()
     model = MultiTaskModel.load(out / "best")
     assert set(model.heads) == set(result["tasks"])
+
+
+def test_prefetch_keeps_order_and_reraises():
+    from biomtl.train import prefetch
+
+    assert list(prefetch(list(range(50)), lambda x: x * 2, depth=3)) == [x * 2 for x in range(50)]
+
+    def boom(x):
+        if x == 5:
+            raise ValueError("bad batch")
+        return x
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetch(list(range(10)), boom))

@@ -17,9 +17,11 @@ import logging
 import math
 import os
 import pickle
+import queue
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,6 +217,26 @@ def evaluate(
 
 def mean_main(scores: dict[str, dict[str, float]], specs: dict[str, DatasetSpec]) -> float:
     return float(np.mean([scores[t][specs[t].main_metric] for t in scores]))
+
+
+def prefetch(items: list[Any], make: Any, depth: int = 4) -> Iterator[Any]:
+    """``map(make, items)`` computed by a background thread up to ``depth`` items ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def worker() -> None:
+        try:
+            for item in items:
+                q.put(make(item))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while (value := q.get()) is not done:
+        if isinstance(value, BaseException):
+            raise value
+        yield value
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -477,9 +499,17 @@ def train(
             total=len(schedule), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not progress, dynamic_ncols=True, leave=False,
         )
-        for task, idx in schedule[state["step_in_epoch"] :]:
+        def make_batch(item: tuple[str, list[int]]) -> tuple[str, dict[str, torch.Tensor]]:
+            task, idx = item
             batch = model.tasks[task].collate([data[task].features["train"][i] for i in idx], pad_id)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if device.type == "cuda":
+                return task, {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+            return task, batch
+
+        remaining = schedule[state["step_in_epoch"] :]
+        # On a GPU, batches are collated and copied in a background thread a few steps ahead.
+        batches = prefetch(remaining, make_batch) if device.type == "cuda" else map(make_batch, remaining)
+        for task, batch in batches:
             with autocast(device, dtype):
                 logits = forward(task, batch)
             loss = model.tasks[task].loss(logits, batch)
