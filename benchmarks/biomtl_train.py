@@ -1,7 +1,7 @@
 """biomtl's training loop on bc5cdr-chemical, measured like ``hf_recipe.py``.
 
 One :func:`biomtl.train.train` run with the settings of the HF side (epochs, batch size, LR, warm-up, weight
-decay, max length, example caps, precision). Only the training steps are timed: ``train()`` logs each
+decay, max length, example caps, precision). Only the training steps are timed: ``train()`` logs (DEBUG) each
 epoch's seconds in training steps (``record.train_s``, excluding dev evaluation and checkpointing), and they
 are summed here. Peak memory is read at the end of each epoch's steps (before that epoch's evaluation).
 Test F1 is ``result["test"]``: the checkpoint with the best dev F1 (the last one when ``--epochs 1``).
@@ -41,7 +41,7 @@ class EpochTimes(logging.Handler):
     """Collects ``train_s`` (and the peak memory at that moment) from ``biomtl.train``'s end-of-epoch record."""
 
     def __init__(self, device: torch.device) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.device = device
         self.seconds: list[float] = []
         self.peaks: list[float] = []
@@ -93,12 +93,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         handler = EpochTimes(device)
         train_log = logging.getLogger("biomtl.train")
         train_log.addHandler(handler)
-        train_log.setLevel(logging.INFO)
+        level = train_log.level
+        train_log.setLevel(logging.DEBUG)  # the train_s record is logged at DEBUG
         reset_peak_memory(device)
         try:
             result = train(config, prepared=prepared, progress=False)
         finally:
             train_log.removeHandler(handler)
+            train_log.setLevel(level)
         if args.save_model:
             shutil.rmtree(args.save_model, ignore_errors=True)
             shutil.copytree(Path(config.output_dir) / "best", args.save_model)

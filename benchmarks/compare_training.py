@@ -24,18 +24,14 @@ from common import add_training_args, command_line, machine, machine_line, markd
 from hf_recipe import COLUMNS  # noqa: E402
 
 
-def child_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The shared flags, as given, for a child script."""
+def child_args(args: argparse.Namespace) -> list[str]:
+    """The shared training flags, as given, for both child scripts."""
     out = []
-    for action in parser._actions:
-        key = action.dest
-        if key in ("help", "json_out", "compile", "save_model", "repeats"):
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if key in ("json_out", "compile", "save_model") or value is None or value is False:
             continue
-        value = getattr(args, key)
-        if isinstance(value, bool):
-            out += [action.option_strings[0]] if value else []
-        elif value is not None:
-            out += [action.option_strings[0], str(value)]
+        out += [flag] if value is True else [flag, str(value)]
     return out
 
 
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also torch.compile biomtl's model")
     parser.add_argument("--save-model", default=None, help="keep biomtl's trained model here (for cpu_inference.py)")
     args = parser.parse_args(argv)
-    flags = child_args(args, parser)
+    flags = child_args(args)
     biomtl_flags = flags + (["--compile"] if args.compile else []) + (["--save-model", args.save_model] if args.save_model else [])
 
     with tempfile.TemporaryDirectory(prefix="compare-training-") as tmp:

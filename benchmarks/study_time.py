@@ -1,8 +1,8 @@
 """Wall time of a whole study (``biomtl study``), e.g. the full BLUE profile: 6 tasks, 3 seeds.
 
 Runs ``biomtl study CONFIG --profile PROFILE`` in a child process into a fresh output directory and times it
-from start to finish (data loading, every ST / MTL / MTL-FT run, evaluation, the report). Extra arguments
-after ``--`` go to ``biomtl study`` unchanged (``key=value`` overrides, ``--seeds``).
+from start to finish (data loading, every ST / MTL / MTL-FT run, evaluation, the report). ``key=value``
+overrides and ``--seeds`` go to ``biomtl study`` unchanged.
 
     python benchmarks/study_time.py --profile full --json-out /tmp/study.json          # GPU
 """
@@ -30,14 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--output-dir", default=None, help="kept when given; a temporary directory otherwise")
     p.add_argument("--data", default=None, help="prepared task files (else $BIOMTL_DATA)")
     p.add_argument("--json-out", default=None)
-    p.add_argument("study_args", nargs="*", help="after --: passed to `biomtl study`")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run, passed to `biomtl study`")
     args = p.parse_args(argv)
 
     tmp = None
     out = Path(args.output_dir) if args.output_dir else Path(tmp := tempfile.mkdtemp(prefix="study-time-")) / "study"
     biomtl = Path(sys.executable).with_name("biomtl")
-    cmd = [str(biomtl) if biomtl.exists() else "biomtl", "study", args.config, "--profile", args.profile,
-           "--output-dir", str(out), "--quiet", *(["--data", args.data] if args.data else []), *args.study_args]
+    cmd = [str(biomtl) if biomtl.exists() else "biomtl", "study", args.config, *args.overrides,
+           "--profile", args.profile, "--output-dir", str(out), "--quiet",
+           *(["--seeds", str(args.seeds)] if args.seeds else []), *(["--data", args.data] if args.data else [])]
     print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
     try:
         start = time.perf_counter()
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     info = machine()
-    print(markdown_table(["config", "profile", "extra arguments", "finished runs", "wall time"],
-                         [[Path(args.config).name, args.profile, " ".join(args.study_args) or "–", runs,
+    print(markdown_table(["config", "profile", "seeds", "overrides", "finished runs", "wall time"],
+                         [[Path(args.config).name, args.profile, args.seeds or "profile's", " ".join(args.overrides) or "–", runs,
                            f"**{seconds / 60:.1f} min** ({seconds:.0f} s)"]]))
     print(f"\nmachine: {machine_line(info)}\ncommand: {command_line()}")
     write_json(args.json_out, {"command": command_line(), "machine": info, "args": vars(args),

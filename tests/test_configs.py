@@ -67,3 +67,13 @@ def test_clinical_data_is_never_shipped():
     repo = Path(__file__).resolve().parents[1]
     for name in ("MedNLI", "MedSTS", "ShARe-CLEFE", "i2b2-2010", "mli_train_v1.jsonl"):
         assert not list(repo.glob(f"**/{name}")), name
+
+
+def test_caps_keep_whole_documents(toy_tasks):
+    spec = load_dataset_spec(toy_tasks["toy-hoc"])
+    full = read_split(spec, "train")
+    capped = read_split(spec, "train", limit=7)
+    docs = {ex.doc_id for ex in capped}
+    assert 7 <= len(capped) < len(full)
+    assert sorted(ex.id for ex in capped) == sorted(ex.id for ex in full if ex.doc_id in docs)
+    assert read_split(spec, "train", limit=7) == capped  # the same subset every time

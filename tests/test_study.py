@@ -119,6 +119,16 @@ def test_interrupted_run_is_resumed(tmp_path, tiny_encoder, toy_tasks, monkeypat
     assert seen == {"resume": True, "overwrite": False}
 
 
+def test_missing_data_fails_before_any_training(tmp_path, tiny_encoder, toy_tasks, monkeypatch):
+    task = tmp_path / "gone.yaml"
+    task.write_text(toy_tasks["toy-sts"].read_text().replace("name: toy-sts", "name: gone")
+                    .replace(str(toy_tasks["toy-sts"].parent / "sts.test.tsv"), str(tmp_path / "nope.tsv")))
+    config = write_study(tmp_path / "s.yaml", [toy_tasks["toy-rel"], task], tiny_encoder, tmp_path / "out")
+    monkeypatch.setattr(study_mod, "train", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: task gone: data file\\(s\\) not found: nope.tsv$"):
+        run_study(config, profile=None, progress=False)
+
+
 def test_mtl_ft_starts_from_the_mtl_encoder(finished_study):
     config, _, out = finished_study
     run = next(r for r in study_runs(load_study(config)) if r.label == "seed1/mtlft-toy-rel")

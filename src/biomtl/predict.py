@@ -127,6 +127,7 @@ class Predictor:
         from biomtl.config import DatasetSpec, MetricSpec
         from biomtl.tasks.tagging import TaggingTask
 
+        self.model.eval()
         tasks = tasks or self.annotate_tasks()
         bad = [t for t in tasks if t not in self.annotate_tasks()]
         if bad:

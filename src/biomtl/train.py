@@ -283,7 +283,9 @@ def make_optimizer(model: MultiTaskModel, config: RunConfig, device: torch.devic
         lr = config.head_lr if (config.head_lr and name.startswith("heads.")) else config.lr
         groups.setdefault((lr, 0.0 if no_decay else config.weight_decay), []).append(param)
     param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
-    fused = device.type == "cuda"
+    # The fused kernel exists for CUDA and (since torch 2.4) the CPU; it is an order of magnitude faster
+    # than the per-tensor loop on the CPU.
+    fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(param_groups, lr=config.lr, fused=fused)
 
 
@@ -542,7 +544,7 @@ def train(
         train_s = time.time() - epoch_started
         # benchmarks/biomtl_train.py reads record.train_s; kept out of metrics.jsonl, whose rows must not
         # depend on wall time (a resumed run reproduces them exactly).
-        log.info("epoch %d: %.2f s in training steps", epoch + 1, train_s, extra={"train_s": train_s})
+        log.debug("epoch %d: %.2f s in training steps", epoch + 1, train_s, extra={"train_s": train_s})
 
         # End of epoch: dev evaluation and model selection (test is never looked at here).
         dev_scores, dev_preds = evaluate(model, data, "dev", config, device, dtype)

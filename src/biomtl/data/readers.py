@@ -378,10 +378,26 @@ def read_split(
 
 
 def _limit(examples: list[Example], limit: int | None) -> list[Example]:
-    if limit is not None and len(examples) > limit:
-        keep = sorted(random.Random(0).sample(range(len(examples)), limit))
-        examples = [examples[i] for i in keep]
-    return examples
+    """A seeded subset of about ``limit`` examples (the same for every run). Examples that belong to
+    documents are kept or dropped a whole document at a time, so document-level scores stay meaningful."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    rng = random.Random(0)
+    if any(ex.doc_id is not None for ex in examples):
+        docs = list(dict.fromkeys(ex.doc_id for ex in examples))
+        rng.shuffle(docs)
+        sizes: dict[str | None, int] = {}
+        for ex in examples:
+            sizes[ex.doc_id] = sizes.get(ex.doc_id, 0) + 1
+        chosen, total = set(), 0
+        for doc in docs:
+            if total >= limit:
+                break
+            chosen.add(doc)
+            total += sizes[doc]
+        return [ex for ex in examples if ex.doc_id in chosen]
+    keep = sorted(rng.sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
 
 
 def validate_dataset(spec: DatasetSpec, corpora: Path | None = None, prepared: Path | None = None) -> list[str]:

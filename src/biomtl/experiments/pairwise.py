@@ -92,10 +92,12 @@ def pairwise_markdown(summary: dict) -> str:
                  else report.format_stat(summary["delta"][i][j], signed=True) for j in tasks]
         rows.append([i, *cells])
     profile = f", profile `{summary['profile']}`" if summary["profile"] else ""
+    seeds = ", ".join(map(str, summary["seeds"]))
+    spread = f"mean ± sample sd over seeds {seeds}" if len(summary["seeds"]) > 1 else f"seed {seeds}, no sd"
     return (
         f"# Pairwise MTL `{summary['study']}`{profile}\n\n"
         f"Row i, column j: change of task i's test main metric ×100 when trained together with task j, versus "
-        f"task i alone (mean ± sample sd over seeds {', '.join(map(str, summary['seeds']))}). Diagonal (bold): "
+        f"task i alone ({spread}). Diagonal (bold): "
         "the single-task score. Heatmap: `pairwise.png`.\n\n"
         + report.markdown_table(["task i \\ with j", *tasks], rows)
     )
@@ -133,7 +135,8 @@ def run_pairwise(
     tasks = summary["tasks"]
     report.plot_pairwise(
         tasks, [[None if i == j else summary["delta"][i][j] for j in tasks] for i in tasks], summary["st"],
-        out / "pairwise.png", f"Pairwise MTL, test main metric (seeds {', '.join(map(str, summary['seeds']))})",
+        out / "pairwise.png", f"Pairwise MTL, test main metric (seed{'s' if len(summary['seeds']) > 1 else ''} "
+        f"{', '.join(map(str, summary['seeds']))})",
     )
     log.info("pairwise table: %s", out / "pairwise.md")
     return summary

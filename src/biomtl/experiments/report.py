@@ -88,6 +88,8 @@ def _save(fig: Any, path: Path) -> None:
 
 def plot_learning_curve(run_dir: Path, title: str | None = None) -> Path:
     """``<run>/learning_curve.png``: dev main metric and train loss per task vs epoch, from ``metrics.jsonl``."""
+    from matplotlib.ticker import MaxNLocator
+
     result = json.loads((run_dir / "result.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     dev = [r for r in rows if r.get("split") == "dev"]
@@ -101,6 +103,7 @@ def plot_learning_curve(run_dir: Path, title: str | None = None) -> Path:
         ax_loss.plot(epochs, [r["train_loss"][task] for r in dev if task in r.get("train_loss", {})],
                      marker="o", label=task)
     for ax in (ax_dev, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axvline(result["best_epoch"], color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -134,8 +137,7 @@ def plot_pairwise(
                 grid[i, j] = delta[i][j]["mean"] * SCALE  # type: ignore[index]
     limit = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
     limit = max(limit, 0.1)
-    cmap = colormaps["RdBu"].copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = colormaps["RdBu"].with_extremes(bad="#d9d9d9")
     size = 1.2 + 1.1 * n
     fig = _figure(size + 1.5, size)
     ax = fig.subplots()

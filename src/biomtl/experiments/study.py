@@ -231,8 +231,8 @@ def load_study(
     ``seeds`` (``--seeds N``) keeps the first N of a listed ``seeds:``, or means seeds 1..N for a count.
     Every run's RunConfig is built and validated here, before any work.
 
-    >>> load_study("configs/studies/blue-public.yaml", "quick").seeds  # doctest: +SKIP
-    [1, 2, 3]
+    >>> load_study("configs/studies/blue-public.yaml", "full", ["epochs=1"], seeds=2).seeds  # doctest: +SKIP
+    [1, 2]
     """
     source = str(path)
     raw = read_yaml(path)
@@ -254,7 +254,6 @@ def load_study(
     data = raw
     where = source
     if profile is not None:
-        where = f"{source} (profile {profile})"
         if not profiles:
             problems.append(f"{source}: no profiles defined, so profile '{profile}' cannot be used; "
                             "pass --profile '' to run the file as it is")
@@ -263,6 +262,7 @@ def load_study(
             hint = f"; did you mean '{close[0]}'?" if close else ""
             problems.append(f"{source}: profiles: no profile '{profile}' (defined: {', '.join(profiles)}){hint}")
         elif isinstance(profiles[profile], dict):  # its unknown keys are reported above
+            where = f"{source} (profile {profile})"
             known = {k: v for k, v in profiles[profile].items() if k in fields and k != "profiles"}
             data = deep_merge(raw, known)
 
@@ -370,24 +370,28 @@ def study_runs(study: Study) -> list[Run]:
 
 
 def check_data(study: Study, corpora: Path | None, prepared: Path | None) -> None:
-    """Fail before any training when a task's data file is missing (every missing file reported)."""
+    """Fail before any training when a task's data files are missing (every task's reported)."""
     from biomtl.data.readers import split_path, splits
 
     problems: list[str] = []
     for entry in study.tasks.values():
         spec = load_dataset_spec(entry)
+        missing: list[Path] = []
         for split in [s for s in splits(spec) if s in spec.files]:
             try:
                 path = split_path(spec, split, corpora, prepared)
             except ConfigError as e:
-                problems.extend(e.problems)
+                problems.extend(p for p in e.problems if p not in problems)
                 continue
             if not path.is_file():
-                raw = spec.files[split]
-                hint = " (run `biomtl data prepare` first)" if "{prepared}" in str(raw) else ""
-                problems.append(f"{path}: file not found for split '{split}' of task {spec.name}{hint}")
+                missing.append(path)
+        if missing:
+            prepared_files = any("{prepared}" in str(f) for f in spec.files.values())
+            hint = " (run `biomtl data prepare` first)" if prepared_files else ""
+            names = ", ".join(p.name for p in missing)
+            problems.append(f"{missing[0].parent}: task {spec.name}: data file(s) not found: {names}{hint}")
     if problems:
-        raise ConfigError(sorted(set(problems), key=problems.index))
+        raise ConfigError(problems)
 
 
 def _check_same_settings(run: Run) -> None:
@@ -496,9 +500,11 @@ def study_markdown(summary: dict) -> str:
     """``results.md``: a test and a dev table, one row per task plus the average, ×100."""
     seeds = ", ".join(map(str, summary["seeds"]))
     profile = f", profile `{summary['profile']}`" if summary["profile"] else ""
+    n = len(summary["seeds"])
+    spread = f"mean ± sample sd over seeds {seeds} (n = {n})." if n > 1 else f"seed {seeds} (one seed: no sd)."
     parts = [
         f"# Study `{summary['study']}`{profile}\n",
-        f"Main metric per task ×100, mean ± sample sd over seeds {seeds} (n = {len(summary['seeds'])}). "
+        f"Main metric per task ×100, {spread} "
         "ST: single-task; MTL: one model on all tasks (MT-BERT-Refinement); MTL-FT: MTL encoder fine-tuned "
         "per task (MT-BERT-Fine-Tune). Δ = MTL-FT − ST, per seed, then mean ± sd. Average: mean over tasks "
         "per seed, then over seeds. Dev scores are at each run's selected (best mean dev) epoch.\n",
