@@ -82,6 +82,8 @@ def test_results_match_each_runs_result_json(finished_study):
     for seed in (1, 2):
         for run in ("st-toy-ner", "st-toy-rel", "mtl", "mtlft-toy-ner", "mtlft-toy-rel"):
             assert (out / f"seed{seed}" / run / "learning_curve.png").stat().st_size > 0
+            assert (out / f"seed{seed}" / run / "best").is_dir()
+            assert not (out / f"seed{seed}" / run / "checkpoint").exists()  # deleted once finished
 
 
 def test_rerun_trains_nothing(finished_study, monkeypatch):
@@ -98,7 +100,7 @@ def test_rerun_trains_nothing(finished_study, monkeypatch):
 def test_changed_settings_are_not_reused(finished_study, monkeypatch):
     config, _, _ = finished_study
     monkeypatch.setattr(study_mod, "train", lambda *a, **k: pytest.fail("must not train"))
-    with pytest.raises(StudyError, match=r"seed1/st-toy-ner: this run was trained with lr=0\.001 \(now 0\.002\)"):
+    with pytest.raises(StudyError, match=r"seed1/st-toy-ner: this run was trained with lr=0\.001 \(now 0\.002\) \(and 9 more runs\)"):
         run_study(config, profile=None, overrides=["lr=0.002"], progress=False)
 
 

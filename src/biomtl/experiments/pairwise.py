@@ -22,6 +22,7 @@ from biomtl.experiments.study import (
     Run,
     Study,
     check_data,
+    check_settings,
     execute,
     load_study,
     main_score,
@@ -121,12 +122,14 @@ def run_pairwise(
     if len(study.tasks) < 2:
         raise ConfigError(f"{study.source}: tasks: pairwise needs at least two tasks")
     runs = pairwise_runs(study)
+    check_settings(runs)
     todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
     log.info("pairwise %s: %d runs over seeds %s (%d to train) → %s", study.source, len(runs),
              study.seeds, len(todo), study.output_dir)
     if todo:
         check_data(study, corpora, prepared)
-    results = {(r.seed, r.name): execute(r, corpora, prepared, progress) for r in runs}
+    keep = study.config.keep_checkpoints
+    results = {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
     summary = summarize_pairwise(study, results)
     out = study.output_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ A study config (see ``configs/studies/blue-public.yaml``)::
     output_dir: runs/blue-public
     seeds: 3                             # 3 → seeds 1, 2, 3; or a list such as [13, 42, 87]
     keep_heads: false                    # MTL-FT: fresh heads (the paper) or the MTL run's heads
+    keep_checkpoints: false              # delete a finished run's checkpoint/ (resume state); best/ stays
     base: {max_length: 128}              # RunConfig keys for every run
     st: {epochs: 10}                     # ... for ST runs only; likewise mtl, mtl_ft, pairwise
     task_overrides: {biosses: {st: {epochs: 30}, mtl_ft: {lr: 5.0e-6}}}
@@ -35,6 +36,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,7 @@ from biomtl.config import (
 )
 from biomtl.errors import BiomtlError, ConfigError
 from biomtl.experiments import report
-from biomtl.train import RESULT, find_checkpoint, train
+from biomtl.train import CHECKPOINT, RESULT, find_checkpoint, train
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class StudyConfig:
     output_dir: str
     seeds: int | list[int] = 3
     keep_heads: bool = False
+    keep_checkpoints: bool = False
     base: dict[str, Any] = field(default_factory=dict)
     st: dict[str, Any] = field(default_factory=dict)
     mtl: dict[str, Any] = field(default_factory=dict)
@@ -394,22 +397,29 @@ def check_data(study: Study, corpora: Path | None, prepared: Path | None) -> Non
         raise ConfigError(problems)
 
 
-def _check_same_settings(run: Run) -> None:
-    """A run directory trained with other settings must not be reused (nor resumed) silently."""
+def _settings_diff(run: Run) -> list[str]:
+    """How a run directory's saved config differs from the run's config (keys that change results only)."""
     saved_path = Path(run.config.output_dir) / "config.yaml"
     if not saved_path.is_file():
-        return
+        return []
     saved = yaml.safe_load(saved_path.read_text()) or {}
     wanted = run.config.to_dict()
-    diffs = [
+    return [
         f"{key}={saved[key]!r} (now {wanted[key]!r})"
         for key in wanted
         if key not in RUNTIME_KEYS and key in saved and saved[key] != wanted[key]
     ]
-    if diffs:
+
+
+def check_settings(runs: list[Run]) -> None:
+    """Before any work: an existing run directory trained with other settings must not be reused or resumed."""
+    changed = [(run, diff) for run in runs if (diff := _settings_diff(run))]
+    if changed:
+        run, diff = changed[0]
+        more = f" (and {len(changed) - 1} more runs)" if len(changed) > 1 else ""
         raise StudyError(
-            f"{run.config.output_dir}: this run was trained with {', '.join(diffs)}; use another output_dir "
-            f"for the new settings, or delete {run.config.output_dir} to retrain it"
+            f"{run.config.output_dir}: this run was trained with {', '.join(diff)}{more}; use another "
+            f"output_dir for the new settings, or delete {run.config.output_dir} to retrain it"
         )
 
 
@@ -418,10 +428,17 @@ def _main_scores(result: dict, split: str) -> str:
     return " ".join(f"{t}={s[result['main_metric'][t]]:.4f}" for t, s in scores.items()) or "—"
 
 
-def execute(run: Run, corpora: Path | None = None, prepared: Path | None = None, progress: bool = True) -> dict:
-    """Train one run unless finished (skip) or interrupted (resume); returns its ``result.json``."""
+def execute(
+    run: Run, corpora: Path | None = None, prepared: Path | None = None, progress: bool = True,
+    keep_checkpoint: bool = False,
+) -> dict:
+    """Train one run unless finished (skip) or interrupted (resume); returns its ``result.json``.
+
+    A finished run's ``checkpoint/`` only serves resuming (3× the model's size, with the optimizer state), so
+    it is deleted unless ``keep_checkpoint``; ``best/`` stays.
+    """
     out = Path(run.config.output_dir)
-    _check_same_settings(run)
+    check_settings([run])
     if (out / RESULT).is_file():
         result = json.loads((out / RESULT).read_text())
         log.info("%s: finished earlier, skipped", run.label)
@@ -432,6 +449,10 @@ def execute(run: Run, corpora: Path | None = None, prepared: Path | None = None,
         result = train(run.config, corpora, prepared, resume=resume, overwrite=not resume, progress=progress)
         log.info("%s: done in %.0f s, best epoch %d; dev %s; test %s", run.label, time.time() - started,
                  result["best_epoch"], _main_scores(result, "dev"), _main_scores(result, "test"))
+    if not keep_checkpoint:
+        for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
     if not (out / report.CURVE).is_file():
         report.plot_learning_curve(out, run.label)
     return result
@@ -542,12 +563,14 @@ def run_study(
     """
     study = load_study(config_path, profile, overrides, seeds, output_dir)
     runs = study_runs(study)
+    check_settings(runs)
     todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
     log.info("study %s: %d runs over seeds %s (%d to train) → %s", study.source, len(runs),
              study.seeds, len(todo), study.output_dir)
     if todo:
         check_data(study, corpora, prepared)
-    results = {(r.seed, r.name): execute(r, corpora, prepared, progress) for r in runs}
+    keep = study.config.keep_checkpoints
+    results = {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
     summary = summarize_study(study, results)
     study.output_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(study.output_dir / "results.json", summary)
