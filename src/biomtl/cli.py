@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()  # e.g. the load report about the unused pooler weights
     except ImportError:
         pass
     try:
