@@ -49,3 +49,23 @@ def test_annotate_refuses_pair_tasks(predictor):
 
     with pytest.raises(BiomtlError, match="toy-sts, toy-rel cannot annotate plain text|toy-rel, toy-sts cannot annotate"):
         predictor.annotate(["x"], ["toy-rel", "toy-sts"])
+
+
+def test_inference_precision_choices():
+    from biomtl.errors import BiomtlError
+    from biomtl.predict import inference_dtype
+
+    cpu = torch.device("cpu")
+    assert inference_dtype("fp32", cpu) is None
+    assert inference_dtype("bf16", cpu) is torch.bfloat16
+    assert inference_dtype("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(BiomtlError, match="--precision: unknown value 'fp8'; choose auto, fp32 or bf16"):
+        inference_dtype("fp8", cpu)
+
+
+def test_bf16_prediction_keeps_offsets(predictor):
+    bf16 = Predictor(predictor.model, precision="bf16")
+    text = "aspirin and heparin induced renal failure"
+    (out,) = bf16.predict("toy-ner", [text])
+    for ent in out["entities"]:
+        assert text[ent["start"] : ent["end"]] == ent["text"]

@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
         if not out.absolute().parent.is_dir():
             raise BiomtlError(f"--output: {out.absolute().parent} does not exist")
-    predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
     task = args.task
     if task is None:
         if len(predictor.tasks) != 1:
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
     p.set_defaults(func=cmd_predict)
 
     for name, func, help_ in (
