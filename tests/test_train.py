@@ -35,3 +35,26 @@ def test_prefetch_keeps_order_and_reraises():
 
     with pytest.raises(ValueError, match="bad batch"):
         list(prefetch(list(range(10)), boom))
+
+
+def test_model_selection_never_looks_at_test(run_config, monkeypatch):
+    """Every epoch is scored on dev; the best mean dev epoch is kept; test is scored once, at the end."""
+    import biomtl.train as train_module
+
+    calls = []
+    real = train_module.evaluate
+
+    def spy(model, data, split, *args, **kwargs):
+        calls.append(split)
+        return real(model, data, split, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", spy)
+    config = run_config(epochs=3)
+    result = train(config, progress=False)
+    assert calls == ["dev", "dev", "dev", "test"]
+    rows = [json.loads(x) for x in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in rows if r["split"] == "dev"]
+    best = max(dev, key=lambda r: r["mean_main"])  # first of equals, as the loop keeps the first
+    assert result["best_epoch"] == best["epoch"]
+    assert result["dev"] == best["scores"]
+    assert [r["split"] for r in rows].count("test") == 1
