@@ -77,3 +77,15 @@ def test_caps_keep_whole_documents(toy_tasks):
     assert 7 <= len(capped) < len(full)
     assert sorted(ex.id for ex in capped) == sorted(ex.id for ex in full if ex.doc_id in docs)
     assert read_split(spec, "train", limit=7) == capped  # the same subset every time
+
+
+def test_relative_corpus_directory_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    pattern, content = CLINICAL_FILES["i2b2-2010"]
+    for split in ("train", "dev", "test"):
+        target = tmp_path / "corpora" / pattern.format(split=split)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content.format(split=split))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BIOMTL_CORPORA", "corpora")
+    spec = load_dataset_spec(REPO_CONFIGS / "datasets" / "clinical" / "i2b2-2010.yaml")
+    assert validate_dataset(spec) == []

@@ -330,13 +330,16 @@ def resolve_data_path(template: str, spec: DatasetSpec, corpora: Path | None, pr
     config file."""
     from biomtl.corpora import CORPORA_ENV, default_prepared_dir
 
+    corpora_dir = corpora or os.environ.get(CORPORA_ENV)
+    if "{corpora}" in template and not corpora_dir:
+        raise ConfigError(f"{spec.config_path}: files: '{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
+    # Directories given on the command line or in the environment are relative to the working directory;
+    # only a plain relative path in a config is relative to that config file.
     values = {
-        "corpora": str(corpora or os.environ.get(CORPORA_ENV) or "{corpora}"),
-        "prepared": str(prepared or default_prepared_dir()),
+        "corpora": str(Path(corpora_dir).absolute()) if corpora_dir else "",
+        "prepared": str(Path(prepared or default_prepared_dir()).absolute()),
     }
     path = Path(template.format(**values))
-    if "{corpora}" in str(path):
-        raise ConfigError(f"{spec.config_path}: files: '{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
     if not path.is_absolute() and spec.config_path:
         path = Path(spec.config_path).parent / path
     return path
