@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from biomtl import __version__
 from biomtl.errors import BiomtlError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -88,18 +89,27 @@ def prepare(
     unknown = [t for t in tasks if t not in PREPARERS]
     if unknown:
         raise BiomtlError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(PREPARERS)}")
-    existing = [t for t in tasks if (out / t).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"{out / existing[0]} exists; pass --overwrite to replace prepared task files"
-        )
-    out.mkdir(parents=True, exist_ok=True)
     manifests = {}
+    if not overwrite:
+        # A task prepared from the very same source files by this version is kept as it is (so the quick
+        # start can be rerun); anything else in the way needs --overwrite.
+        for task in [t for t in tasks if (out / t).exists()]:
+            manifest = up_to_date(corpora, out / task)
+            if manifest is None:
+                raise OutputExistsError(
+                    f"{out / task} exists and was not prepared from these corpora by this biomtl version; "
+                    "pass --overwrite to replace it"
+                )
+            log.info("%s: up to date in %s", task, out / task)
+            manifests[task] = manifest
+    out.mkdir(parents=True, exist_ok=True)
     for task in tasks:
+        if task in manifests:
+            continue
         log.info("preparing %s", task)
         tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=out))
         try:
-            manifest = {"task": task, **_preparer(task)(corpora, tmp)}
+            manifest = {"task": task, "biomtl_version": __version__, **_preparer(task)(corpora, tmp)}
             manifest["output_files"] = {
                 p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
                 for p in sorted(tmp.iterdir())
@@ -114,3 +124,22 @@ def prepare(
                 shutil.rmtree(tmp)
         manifests[task] = manifest
     return manifests
+
+
+def up_to_date(corpora: Path, task_dir: Path) -> dict | None:
+    """The task's manifest when it was written by this version from sources with unchanged sha256 and its
+    output files are intact; ``None`` otherwise."""
+    try:
+        manifest = json.loads((task_dir / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("biomtl_version") != __version__:
+            return None
+        for source in manifest["sources"]:
+            if sha256(corpora / source["path"]) != source["sha256"]:
+                return None
+        for name, info in manifest["output_files"].items():
+            if sha256(task_dir / name) != info["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return manifest
+
