@@ -157,7 +157,7 @@ class Predictor:
         if bad:
             raise BiomtlError(f"--task: {', '.join(bad)} cannot annotate plain text (pairs or relation masks needed)")
         spans = [words_with_offsets(t) for t in texts]
-        examples = [Example(id=str(i), tokens=[w for w, _, _ in s] or ["."]) for i, s in enumerate(spans)]
+        examples = [Example(id=str(i), tokens=[w for w, _, _ in s] or ["."]) for i, s in enumerate(spans, start=1)]
         # Word windows as the tagging heads see them; sentence heads read the [CLS] of the same windows.
         windowing = TaggingTask(DatasetSpec("windows", "tagging", "conll", {}, MetricSpec("entity_f1"), "f1", labels=["X"]))
         features = windowing.encode(examples, self.model.tokenizer, self.model.max_length)
