@@ -38,6 +38,7 @@ from pathlib import Path
 from syntok import segmenter
 
 from biomtl.corpora import sha256
+from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 
 log = logging.getLogger(__name__)
@@ -418,10 +419,7 @@ def mask(text: str, chemical: Span, gene: Span) -> str:
     >>> mask("the GABA receptor", (4, 8), (4, 17))
     'the @CHEM-GENE$'
     """
-    (s1, e1, first), (s2, e2, second) = sorted([(*chemical, CHEMICAL_MASK), (*gene, GENE_MASK)])
-    if s2 <= e1:
-        return text[:s1] + OVERLAP_MASK + text[max(e1, e2) :]
-    return text[:s1] + first + text[e1:s2] + second + text[e2:]
+    return mask_pair(text, (*chemical, CHEMICAL_MASK), (*gene, GENE_MASK), OVERLAP_MASK)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biomtl.corpora import sha256
+from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,7 @@ def mask(text: str, first: Span, second: Span) -> str:
     >>> mask("R- and S-warfarin levels", (0, 17), (7, 17))
     '@DRUG-DRUG$ levels'
     """
-    (s1, e1), (s2, e2) = sorted([first, second])
-    if s2 <= e1:
-        return text[:s1] + OVERLAP_MASK + text[max(e1, e2) :]
-    return text[:s1] + MASK + text[e1:s2] + MASK + text[e2:]
+    return mask_pair(text, (*first, MASK), (*second, MASK), OVERLAP_MASK)
 
 
 def clean(text: str) -> str:
