@@ -21,14 +21,11 @@ from biomtl.experiments import report
 from biomtl.experiments.study import (
     Run,
     Study,
-    check_data,
-    check_settings,
-    execute,
+    execute_all,
     load_study,
     main_score,
     st_name,
 )
-from biomtl.train import RESULT
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +118,7 @@ def run_pairwise(
     study = load_study(config_path, profile, overrides, seeds, output_dir)
     if len(study.tasks) < 2:
         raise ConfigError(f"{study.source}: tasks: pairwise needs at least two tasks")
-    runs = pairwise_runs(study)
-    check_settings(runs)
-    todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
-    log.info("pairwise %s: %d runs over seeds %s (%d to train) → %s", study.source, len(runs),
-             study.seeds, len(todo), study.output_dir)
-    if todo:
-        check_data(study, corpora, prepared)
-    keep = study.config.keep_checkpoints
-    results = {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
+    results = execute_all(study, pairwise_runs(study), "pairwise", corpora, prepared, progress)
     summary = summarize_pairwise(study, results)
     out = study.output_dir
     out.mkdir(parents=True, exist_ok=True)

@@ -547,6 +547,21 @@ def study_markdown(summary: dict) -> str:
     return "\n".join(parts)
 
 
+def execute_all(
+    study: Any, runs: list[Any], kind: str, corpora: Path | None, prepared: Path | None, progress: bool
+) -> dict[tuple[int, str], dict]:
+    """Check every run's settings and (when something is left to train) the data, then train, resume or
+    skip each run; returns ``{(seed, run name): result}``. Shared by the study and pairwise drivers."""
+    check_settings(runs)
+    todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
+    log.info("%s %s: %d runs over seeds %s (%d to train) → %s", kind, study.source, len(runs),
+             study.seeds, len(todo), study.output_dir)
+    if todo:
+        check_data(study, corpora, prepared)
+    keep = study.config.keep_checkpoints
+    return {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
+
+
 def run_study(
     config_path: str | Path,
     profile: str | None = "quick",
@@ -562,15 +577,7 @@ def run_study(
     >>> run_study("configs/studies/blue-public.yaml", profile="quick", seeds=1)  # doctest: +SKIP
     """
     study = load_study(config_path, profile, overrides, seeds, output_dir)
-    runs = study_runs(study)
-    check_settings(runs)
-    todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
-    log.info("study %s: %d runs over seeds %s (%d to train) → %s", study.source, len(runs),
-             study.seeds, len(todo), study.output_dir)
-    if todo:
-        check_data(study, corpora, prepared)
-    keep = study.config.keep_checkpoints
-    results = {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
+    results = execute_all(study, study_runs(study), "study", corpora, prepared, progress)
     summary = summarize_study(study, results)
     study.output_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(study.output_dir / "results.json", summary)
