@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForTokenClassification.from_pretrained(
         path, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id=label2id
-    )
+    ).float()  # fp32 weights, as from the embedded checkpoint, also when $BIOMTL_ENCODER holds fp16 ones
     train_rows = encode(train_ex, tokenizer, args.max_length, label2id)
     test_rows = encode(test_ex, tokenizer, args.max_length, label2id)
 

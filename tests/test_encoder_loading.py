@@ -1,0 +1,53 @@
+"""How an encoder is found and loaded: half-precision checkpoints, ``~`` paths, ``$BIOMTL_ENCODER``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from biomtl.config import load_dataset_spec
+from biomtl.errors import BiomtlError
+from biomtl.model import MultiTaskModel, default_encoder_path, load_encoder
+
+
+def _half_copy(source: str, dest: Path, dtype: torch.dtype) -> Path:
+    shutil.copytree(source, dest)
+    state = load_file(dest / "model.safetensors")
+    save_file({k: v.to(dtype) for k, v in state.items()}, dest / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((dest / "config.json").read_text())  # as save_pretrained writes it for a half model
+    config["dtype"] = config["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_trains_in_fp32(tiny_encoder, tmp_path, dtype):
+    half = _half_copy(tiny_encoder, tmp_path / "half", dtype)
+    encoder, _ = load_encoder(str(half))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    reference, _ = load_encoder(tiny_encoder)
+    ref = dict(reference.named_parameters())
+    for name, p in encoder.named_parameters():  # the stored values, upcast exactly
+        assert torch.equal(p, ref[name].to(dtype).float()), name
+
+
+def test_home_relative_encoder_path(tiny_encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_encoder, tmp_path / "enc")
+    encoder, tokenizer = load_encoder("~/enc")
+    assert encoder.config.hidden_size == 32 and tokenizer.tokenize("aspirin")
+    with pytest.raises(BiomtlError, match="does not exist"):
+        load_encoder("~/missing")
+
+
+def test_environment_names_the_default_encoder(tiny_encoder, monkeypatch):
+    monkeypatch.setenv("BIOMTL_ENCODER", tiny_encoder)
+    assert default_encoder_path() == tiny_encoder
+    model = MultiTaskModel.from_encoder(None, {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")})
+    assert model.encoder.config.hidden_size == 32
+    assert model.encoder_name == tiny_encoder  # recorded in biomtl.json, not "the embedded default"
