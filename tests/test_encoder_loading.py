@@ -36,6 +36,18 @@ def test_half_precision_checkpoint_trains_in_fp32(tiny_encoder, tmp_path, dtype)
         assert torch.equal(p, ref[name].to(dtype).float()), name
 
 
+def test_model_from_a_half_checkpoint_saves_and_reloads_fp32(tiny_encoder, tmp_path):
+    half = _half_copy(tiny_encoder, tmp_path / "half", torch.float16)
+    model = MultiTaskModel.from_encoder(str(half), {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")})
+    model.save(tmp_path / "model")
+    loaded = MultiTaskModel.load(tmp_path / "model")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    batch = loaded.tokenizer(["aspirin and heparin"], return_tensors="pt")
+    with torch.inference_mode():
+        logits = loaded.eval()("bc5cdr-chemical", dict(batch))
+    assert logits.dtype == torch.float32
+
+
 def test_home_relative_encoder_path(tiny_encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copytree(tiny_encoder, tmp_path / "enc")

@@ -202,7 +202,7 @@ class MultiTaskModel(nn.Module):
         except TypeError:
             encoder = AutoModel.from_config(config, attn_implementation="sdpa")
         model = cls(
-            encoder,
+            encoder.float(),  # a config saved from a half-precision checkpoint names that dtype; weights are fp32
             tokenizer,
             specs,
             dropout=desc.get("dropout", 0.1),
