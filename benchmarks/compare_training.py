@@ -1,7 +1,9 @@
 """Training benchmark: the stock HF recipe and biomtl, one after the other on this machine, with one set of flags.
 
 Each side runs in its own child process (``hf_recipe.py``, then ``biomtl_train.py``), so that the CPU's
-peak-RSS figure belongs to that side alone; both get the same flags. Prints one Markdown table with the
+peak-RSS figure belongs to that side alone; both get the same flags, plus ``--hf-flags`` / ``--biomtl-flags``
+for one side only (e.g. the stock recipe at fp32 batch 32 against biomtl at bf16 and a larger batch: same
+model, data and epochs). Prints one Markdown table with the
 ratios, the machine and the exact command, and writes every number to ``--json-out``.
 
     python benchmarks/compare_training.py --epochs 1 --max-train-examples 1000 --json-out /tmp/training.json
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,7 +32,7 @@ def child_args(args: argparse.Namespace) -> list[str]:
     out = []
     for key, value in vars(args).items():
         flag = "--" + key.replace("_", "-")
-        if key in ("json_out", "compile", "save_model") or value is None or value is False:
+        if key in ("json_out", "compile", "save_model", "hf_flags", "biomtl_flags") or value is None or value is False:
             continue
         out += [flag] if value is True else [flag, str(value)]
     return out
@@ -48,12 +51,18 @@ def main(argv: list[str] | None = None) -> None:
     add_training_args(parser)
     parser.add_argument("--compile", action="store_true", help="also torch.compile biomtl's model")
     parser.add_argument("--save-model", default=None, help="keep biomtl's trained model here (for cpu_inference.py)")
+    parser.add_argument("--hf-flags", default="", help="extra flags for the HF side only, e.g. '--bf16'")
+    parser.add_argument("--biomtl-flags", default="",
+                        help="extra flags for the biomtl side only (they override the shared ones), "
+                             "e.g. '--bf16 --batch-size 128 --lr 2e-4'")
     args = parser.parse_args(argv)
     flags = child_args(args)
     biomtl_flags = flags + (["--compile"] if args.compile else []) + (["--save-model", args.save_model] if args.save_model else [])
+    hf_flags = flags + shlex.split(args.hf_flags)
+    biomtl_flags += shlex.split(args.biomtl_flags)
 
     with tempfile.TemporaryDirectory(prefix="compare-training-") as tmp:
-        hf = run_side("hf_recipe.py", flags, Path(tmp) / "hf.json")
+        hf = run_side("hf_recipe.py", hf_flags, Path(tmp) / "hf.json")
         ours = run_side("biomtl_train.py", biomtl_flags, Path(tmp) / "biomtl.json")
 
     ratio = {

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("side", "side"), ("device", "device"), ("precision", "precision"), ("train_examples", "train ex."),
+    ("side", "side"), ("device", "device"), ("precision", "precision"), ("batch_size", "batch"), ("train_examples", "train ex."),
     ("epochs", "epochs"), ("train_s", "train s"), ("examples_per_s", "examples/s"),
     ("real_tokens_per_s", "real tokens/s"), ("peak_memory_mib", "peak MiB"), ("test_f1", "test F1"),
 ]

@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tmp = None
     out = Path(args.output_dir) if args.output_dir else Path(tmp := tempfile.mkdtemp(prefix="study-time-")) / "study"
-    biomtl = Path(sys.executable).with_name("biomtl")
-    cmd = [str(biomtl) if biomtl.exists() else "biomtl", "study", args.config, *args.overrides,
+    cmd = [sys.executable, "-m", "biomtl", "study", args.config, *args.overrides,
            "--profile", args.profile, "--output-dir", str(out), "--quiet",
            *(["--seeds", str(args.seeds)] if args.seeds else []), *(["--data", args.data] if args.data else [])]
     print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)

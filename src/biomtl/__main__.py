@@ -1,0 +1,5 @@
+import sys
+
+from biomtl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""The training paths that a GPU run takes — bf16 autocast, ``torch.compile``, the batch prefetch thread, CUDA
+copies — checked where they can run. bf16 autocast and compile run on the CPU here; the CUDA tests are skipped
+on a machine without a GPU (CI never has one) and are run by ``benchmarks/gpu_session.sh check``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from biomtl.model import MultiTaskModel
+from biomtl.predict import Predictor
+from biomtl.train import train
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _dev_rows(config) -> list[dict]:
+    return [json.loads(x) for x in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bf16_autocast_training_on_cpu(run_config):
+    """precision: bf16 trains (fp32 master weights, bf16 matmuls), scores stay finite, the model reloads fp32."""
+    config = run_config(device="cpu", precision="bf16", epochs=2)
+    result = train(config, progress=False)
+    dev = [r for r in _dev_rows(config) if r["split"] == "dev"]
+    assert len(dev) == 2 and all(math.isfinite(v) for r in dev for v in r["train_loss"].values())
+    model = MultiTaskModel.load(Path(config.output_dir) / "best")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert set(result["test"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
+
+
+def test_bf16_and_fp32_training_start_from_the_same_losses(run_config, tmp_path):
+    """Autocast changes the arithmetic, not the run: the first logged losses agree to bf16 precision."""
+    fp32 = run_config(device="cpu", precision="fp32", epochs=1, output_dir=str(tmp_path / "fp32"))
+    bf16 = run_config(device="cpu", precision="bf16", epochs=1, output_dir=str(tmp_path / "bf16"))
+    train(fp32, progress=False)
+    train(bf16, progress=False)
+    a, b = _dev_rows(fp32)[0]["train_loss"], _dev_rows(bf16)[0]["train_loss"]
+    for task in a:
+        assert b[task] == pytest.approx(a[task], rel=1e-2), task
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(run_config, tmp_path):
+    """compile: true (torch.compile, dynamic shapes) trains like eager. Dropout is off: compiled dropout draws
+    its masks from another random stream, so with dropout the two runs are different samples."""
+    common = dict(device="cpu", precision="fp32", epochs=1, dropout=0.0)
+    eager = run_config(["toy-ner", "toy-rel"], output_dir=str(tmp_path / "eager"), **common)
+    compiled = run_config(["toy-ner", "toy-rel"], compile=True, output_dir=str(tmp_path / "compiled"), **common)
+    train(eager, progress=False)
+    train(compiled, progress=False)
+    a, b = _dev_rows(eager)[0], _dev_rows(compiled)[0]
+    for task in a["train_loss"]:
+        assert b["train_loss"][task] == pytest.approx(a["train_loss"][task], rel=1e-3), task
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_runs_and_reloads(run_config, precision):
+    config = run_config(device="cuda", precision=precision, epochs=2)
+    result = train(config, progress=False)
+    assert set(result["test"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
+    model = MultiTaskModel.load(Path(config.output_dir) / "best")  # loads on the CPU
+    assert next(model.parameters()).device.type == "cpu"
+
+
+@cuda
+def test_cuda_and_cpu_training_agree(run_config, tmp_path):
+    """Same seed, same data: the fp32 GPU run (prefetch thread, pinned copies, fused AdamW) tracks the CPU run."""
+    cpu = run_config(device="cpu", precision="fp32", epochs=1, output_dir=str(tmp_path / "cpu"))
+    gpu = run_config(device="cuda", precision="fp32", epochs=1, output_dir=str(tmp_path / "gpu"))
+    train(cpu, progress=False)
+    train(gpu, progress=False)
+    a, b = _dev_rows(cpu)[0]["train_loss"], _dev_rows(gpu)[0]["train_loss"]
+    for task in a:
+        assert b[task] == pytest.approx(a[task], rel=1e-2, abs=1e-3), task
+
+
+@cuda
+def test_cuda_compiled_bf16_training(run_config):
+    config = run_config(device="cuda", precision="bf16", compile=True, epochs=1)
+    assert set(train(config, progress=False)["test"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
+
+
+@cuda
+def test_cuda_prediction_matches_cpu(run_config):
+    config = run_config(["toy-ner"], device="cpu", epochs=2)
+    train(config, progress=False)
+    model = MultiTaskModel.load(Path(config.output_dir) / "best")
+    texts = ["aspirin and heparin were given", "no chemical here", "lithium " * 40]
+    on_cpu = Predictor(model, device="cpu", precision="fp32").predict("toy-ner", texts)
+    on_gpu = Predictor(MultiTaskModel.load(Path(config.output_dir) / "best"), device="cuda", precision="fp32").predict("toy-ner", texts)
+    assert on_gpu == on_cpu
