@@ -131,6 +131,22 @@ def test_missing_data_fails_before_any_training(tmp_path, tiny_encoder, toy_task
         run_study(config, profile=None, progress=False)
 
 
+def test_plan_counts_steps_and_trains_nothing(tmp_path, tiny_encoder, toy_tasks, monkeypatch, capsys):
+    from biomtl.config import load_dataset_spec
+    from biomtl.data.readers import read_split
+
+    tasks = [toy_tasks["toy-ner"], toy_tasks["toy-rel"]]
+    config = write_study(tmp_path / "s.yaml", tasks, tiny_encoder, tmp_path / "out")
+    monkeypatch.setattr(study_mod, "train", lambda *a, **k: pytest.fail("must not train"))
+    assert run_study(config, profile=None, plan=True) == {}
+    out = capsys.readouterr().out
+    batches = sum(-(-len(read_split(load_dataset_spec(str(t)), "train", limit=16)) // 8) for t in tasks)
+    per_seed = batches * (1 + 2 + 1)  # ST 1 epoch each, MTL 2 epochs over both, MTL-FT 1 epoch each
+    assert f"10 runs, {2 * per_seed:,} optimizer steps ({per_seed:,} per seed)." in out
+    assert "| seed2/mtl | toy-ner 16, toy-rel 16 | 2 | 8 | 0.001 |" in out
+    assert not (tmp_path / "out").exists()
+
+
 def test_mtl_ft_starts_from_the_mtl_encoder(finished_study):
     config, _, out = finished_study
     run = next(r for r in study_runs(load_study(config)) if r.label == "seed1/mtlft-toy-rel")
@@ -173,7 +189,7 @@ def test_pairwise_reuses_st_runs(finished_study, toy_tasks, tiny_encoder, tmp_pa
     assert "| toy-sts |" in (out / "pairwise.md").read_text()
 
 
-@pytest.mark.parametrize("profile", ["quick", "full"])
+@pytest.mark.parametrize("profile", ["quick", "full", "paper"])
 def test_shipped_study_config_validates(profile):
     study = load_study(SHIPPED, profile)
     assert list(study.tasks) == ["bc5cdr-chemical", "bc5cdr-disease", "chemprot", "ddi", "biosses", "hoc"]
@@ -183,9 +199,10 @@ def test_shipped_study_config_validates(profile):
     if profile == "quick":
         assert study.seeds == [1]
         assert all(r.config.max_train_examples and r.config.max_length <= 128 and r.config.epochs <= 3 for r in runs)
-    else:
+    else:  # the scripts' MTL-FT values for BIOSSES; `full` doubles the LRs for MiniLM
         ft = next(r for r in runs if r.name == "mtlft-biosses")
-        assert (ft.config.lr, ft.config.epochs, ft.config.keep_heads) == (5e-6, 20, False)
+        lr = 5e-6 if profile == "paper" else 1e-5
+        assert (ft.config.lr, ft.config.epochs, ft.config.batch_size, ft.config.keep_heads) == (lr, 20, 8, False)
 
 
 def test_every_config_problem_is_reported_at_once(tmp_path, toy_tasks):

@@ -185,7 +185,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     corpora, prepared = _paths(args)
     run_study(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
-              corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet)
+              corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet, plan=args.plan)
     return 0
 
 
@@ -194,7 +194,8 @@ def cmd_pairwise(args: argparse.Namespace) -> int:
 
     corpora, prepared = _paths(args)
     run_pairwise(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
-                 corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet)
+                 corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet,
+                 plan=args.plan)
     return 0
 
 
@@ -251,10 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("config")
         p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
-        p.add_argument("--profile", default="quick", help="profile in the study config (quick|full)")
+        p.add_argument("--profile", default="quick", help="profile in the study config (quick|full|paper)")
         p.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
         p.add_argument("--output-dir")
         p.add_argument("--quiet", action="store_true")
+        p.add_argument("--plan", action="store_true", help="print the runs and their optimizer steps; train nothing")
         _data_flags(p)
         p.set_defaults(func=func)
     return parser

@@ -24,6 +24,7 @@ from biomtl.experiments.study import (
     execute_all,
     load_study,
     main_score,
+    plan_runs,
     st_name,
 )
 
@@ -110,14 +111,19 @@ def run_pairwise(
     prepared: Path | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    plan: bool = False,
 ) -> dict:
     """Train (or finish) every pair and the ST runs; write ``pairwise.{json,md,png}`` into the output directory.
+    ``plan`` prints the runs and their optimizer steps instead.
 
     >>> run_pairwise("configs/studies/blue-public.yaml", profile="quick", seeds=1)  # doctest: +SKIP
     """
     study = load_study(config_path, profile, overrides, seeds, output_dir)
     if len(study.tasks) < 2:
         raise ConfigError(f"{study.source}: tasks: pairwise needs at least two tasks")
+    if plan:
+        print(plan_runs(study, pairwise_runs(study), corpora, prepared), end="")
+        return {}
     results = execute_all(study, pairwise_runs(study), "pairwise", corpora, prepared, progress)
     summary = summarize_pairwise(study, results)
     out = study.output_dir

@@ -562,6 +562,36 @@ def execute_all(
     return {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
 
 
+def plan_runs(study: Any, runs: list[Any], corpora: Path | None = None, prepared: Path | None = None) -> str:
+    """A Markdown table of the runs with their settings and optimizer steps (nothing is trained), to size a
+    profile before spending a GPU on it. Steps count the training examples after ``max_train_examples``;
+    a tagging sentence longer than ``max_length`` adds a window or two on top."""
+    from biomtl.data.readers import read_split
+    from biomtl.data.sampler import TaskBatchSampler
+
+    check_data(study, corpora, prepared)
+    sizes: dict[tuple[str, int | None], int] = {}
+
+    def size(entry: str, cap: int | None) -> int:
+        if (entry, cap) not in sizes:
+            sizes[(entry, cap)] = len(read_split(load_dataset_spec(entry), "train", corpora, prepared, limit=cap))
+        return sizes[(entry, cap)]
+
+    rows, per_seed = [], {}
+    for r in runs:
+        c = r.config
+        n = {t: size(e, c.max_train_examples) for t, e in zip(r.tasks, c.tasks, strict=True)}
+        sampler = TaskBatchSampler({t: [1] * k for t, k in n.items()}, c.batch_size, c.sampling, c.seed, c.temperature)
+        steps = sampler.steps_per_epoch() * c.epochs
+        per_seed[r.seed] = per_seed.get(r.seed, 0) + steps
+        rows.append([r.label, ", ".join(f"{t} {k:,}" for t, k in n.items()), str(c.epochs), str(c.batch_size),
+                     f"{c.lr:g}", f"{steps:,}"])
+    total = sum(per_seed.values())
+    rows.append(["**all runs**", "", "", "", "", f"**{total:,}**"])
+    table = report.markdown_table(["run", "train examples", "epochs", "batch", "lr", "steps"], rows, right_from=2)
+    return f"{table.rstrip()}\n\n{len(runs)} runs, {total:,} optimizer steps ({total // max(1, len(per_seed)):,} per seed).\n"
+
+
 def run_study(
     config_path: str | Path,
     profile: str | None = "quick",
@@ -571,12 +601,17 @@ def run_study(
     prepared: Path | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
+    plan: bool = False,
 ) -> dict:
     """Run (or finish) a study and write ``results.json`` and ``results.md`` into its output directory.
+    ``plan`` prints the runs and their optimizer steps instead (:func:`plan_runs`).
 
     >>> run_study("configs/studies/blue-public.yaml", profile="quick", seeds=1)  # doctest: +SKIP
     """
     study = load_study(config_path, profile, overrides, seeds, output_dir)
+    if plan:
+        print(plan_runs(study, study_runs(study), corpora, prepared), end="")
+        return {}
     results = execute_all(study, study_runs(study), "study", corpora, prepared, progress)
     summary = summarize_study(study, results)
     study.output_dir.mkdir(parents=True, exist_ok=True)
