@@ -214,9 +214,11 @@ def _entities(text: str, spans: list[tuple[str, int, int]], pred: dict[str, Any]
 
 
 def check_masks(spec: Any, text: str, source: str, line: int) -> None:
-    from biomtl.data.readers import _check_markers, _Collector
+    from biomtl.data.readers import mask_problem
 
-    _check_markers(spec, Path(source), line, text, _Collector(None))
+    problem = mask_problem(spec, text)
+    if problem:
+        raise DataError(Path(source), line, problem)
 
 
 def mask_entities(spec: Any, text: str, entities: Any, source: str, line: int) -> str:

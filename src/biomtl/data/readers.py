@@ -95,11 +95,11 @@ def _check_label(spec: DatasetSpec, path: Path, line: int, raw: Any, report: _Co
     return label
 
 
-def _check_markers(spec: DatasetSpec, path: Path, line: int, text: str, report: _Collector) -> bool:
-    """A relation sentence must hold one of the declared mask combinations, e.g. ``@CHEMICAL$`` and
-    ``@GENE$`` once each, or ``@CHEM-GENE$`` once."""
+def mask_problem(spec: DatasetSpec, text: str) -> str | None:
+    """Why a relation sentence's entity masks are wrong, or ``None``: it must hold one of the declared mask
+    combinations, e.g. ``@CHEMICAL$`` and ``@GENE$`` once each, or ``@CHEM-GENE$`` once."""
     if not spec.markers:
-        return True
+        return None
     masks = sorted({m for option in spec.markers for m in option}, key=len, reverse=True)
     counts = {}
     rest = text
@@ -109,11 +109,17 @@ def _check_markers(spec: DatasetSpec, path: Path, line: int, text: str, report: 
     for option in spec.markers:
         want = {m: option.count(m) for m in option}
         if all(counts[m] == want.get(m, 0) for m in masks):
-            return True
+            return None
     expected = " or ".join("+".join(option) for option in spec.markers)
     found = ", ".join(f"{m}×{n}" for m, n in counts.items() if n) or "none"
-    report(DataError(path, line, f"entity masks do not match (expected {expected}; found {found})"))
-    return False
+    return f"entity masks do not match (expected {expected}; found {found})"
+
+
+def _check_markers(spec: DatasetSpec, path: Path, line: int, text: str, report: _Collector) -> bool:
+    problem = mask_problem(spec, text)
+    if problem:
+        report(DataError(path, line, problem))
+    return problem is None
 
 
 def _column(row: Any, key: str | int, header: list[str] | None) -> Any:
