@@ -138,6 +138,7 @@ def run_config(tiny_encoder: str, toy_tasks: dict[str, Path], tmp_path: Path):
             tasks=[str(toy_tasks[t]) for t in (tasks or list(toy_tasks))],
             output_dir=str(tmp_path / "run"), encoder=tiny_encoder, epochs=2, batch_size=4,
             eval_batch_size=16, lr=1e-3, max_length=32, log_every=2, num_threads=1,
+            device="cpu",  # also on a GPU machine: tests/test_accelerated_paths.py asks for CUDA by name
         )
         values.update(changes)
         return RunConfig(**values)

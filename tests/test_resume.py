@@ -79,7 +79,7 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(tiny_encoder, tmp_path):
     run = {
         "tasks": [str(p) for p in tasks.values()], "encoder": tiny_encoder, "output_dir": str(tmp_path / "unused"),
         "seed": 7, "epochs": 2, "batch_size": 4, "eval_batch_size": 32, "lr": 1e-3, "max_length": 32,
-        "checkpoint_every": 4, "log_every": 4, "num_threads": 1,
+        "checkpoint_every": 4, "log_every": 4, "num_threads": 1, "device": "cpu",
     }
     steps_per_epoch = 4 * 48 // 4  # 4 tasks, 48 examples each, batch 4
     path = tmp_path / "run.yaml"

@@ -29,7 +29,7 @@ def write_study(path: Path, tasks: list[Path], encoder: str, output_dir: Path, *
         "base": {
             "encoder": encoder, "epochs": 1, "batch_size": 8, "eval_batch_size": 32, "lr": 1e-3,
             "max_length": 32, "num_threads": 1, "max_train_examples": 16, "max_eval_examples": 8,
-            "save_predictions": False, "log_every": 1000,
+            "save_predictions": False, "log_every": 1000, "device": "cpu",
         },
         "mtl": {"epochs": 2},
         **extra,
