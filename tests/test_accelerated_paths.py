@@ -33,29 +33,29 @@ def test_bf16_autocast_training_on_cpu(run_config):
     assert set(result["test"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
 
 
+def _same_first_epoch_losses(run_config, tmp_path, a: dict, b: dict, rel: float, tasks: list[str] | None = None) -> None:
+    """Two one-epoch runs that differ only by ``a`` / ``b``: their per-task training losses must agree."""
+    losses = []
+    for name, changes in (("a", a), ("b", b)):
+        config = run_config(tasks, epochs=1, output_dir=str(tmp_path / name), **changes)
+        train(config, progress=False)
+        losses.append(_dev_rows(config)[0]["train_loss"])
+    for task in losses[0]:
+        assert losses[1][task] == pytest.approx(losses[0][task], rel=rel, abs=1e-4), task
+
+
 def test_bf16_and_fp32_training_start_from_the_same_losses(run_config, tmp_path):
-    """Autocast changes the arithmetic, not the run: the first logged losses agree to bf16 precision."""
-    fp32 = run_config(device="cpu", precision="fp32", epochs=1, output_dir=str(tmp_path / "fp32"))
-    bf16 = run_config(device="cpu", precision="bf16", epochs=1, output_dir=str(tmp_path / "bf16"))
-    train(fp32, progress=False)
-    train(bf16, progress=False)
-    a, b = _dev_rows(fp32)[0]["train_loss"], _dev_rows(bf16)[0]["train_loss"]
-    for task in a:
-        assert b[task] == pytest.approx(a[task], rel=1e-2), task
+    """Autocast changes the arithmetic, not the run: the first epoch's losses agree to bf16 precision."""
+    _same_first_epoch_losses(run_config, tmp_path, {"device": "cpu", "precision": "fp32"},
+                             {"device": "cpu", "precision": "bf16"}, rel=1e-2)
 
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(run_config, tmp_path):
     """compile: true (torch.compile, dynamic shapes) trains like eager. Dropout is off: compiled dropout draws
     its masks from another random stream, so with dropout the two runs are different samples."""
-    common = dict(device="cpu", precision="fp32", epochs=1, dropout=0.0)
-    eager = run_config(["toy-ner", "toy-rel"], output_dir=str(tmp_path / "eager"), **common)
-    compiled = run_config(["toy-ner", "toy-rel"], compile=True, output_dir=str(tmp_path / "compiled"), **common)
-    train(eager, progress=False)
-    train(compiled, progress=False)
-    a, b = _dev_rows(eager)[0], _dev_rows(compiled)[0]
-    for task in a["train_loss"]:
-        assert b["train_loss"][task] == pytest.approx(a["train_loss"][task], rel=1e-3), task
+    eager = {"device": "cpu", "precision": "fp32", "dropout": 0.0}
+    _same_first_epoch_losses(run_config, tmp_path, eager, {**eager, "compile": True}, rel=1e-3, tasks=["toy-ner", "toy-rel"])
 
 
 @cuda
@@ -71,13 +71,8 @@ def test_cuda_training_runs_and_reloads(run_config, precision):
 @cuda
 def test_cuda_and_cpu_training_agree(run_config, tmp_path):
     """Same seed, same data: the fp32 GPU run (prefetch thread, pinned copies, fused AdamW) tracks the CPU run."""
-    cpu = run_config(device="cpu", precision="fp32", epochs=1, output_dir=str(tmp_path / "cpu"))
-    gpu = run_config(device="cuda", precision="fp32", epochs=1, output_dir=str(tmp_path / "gpu"))
-    train(cpu, progress=False)
-    train(gpu, progress=False)
-    a, b = _dev_rows(cpu)[0]["train_loss"], _dev_rows(gpu)[0]["train_loss"]
-    for task in a:
-        assert b[task] == pytest.approx(a[task], rel=1e-2, abs=1e-3), task
+    _same_first_epoch_losses(run_config, tmp_path, {"device": "cpu", "precision": "fp32"},
+                             {"device": "cuda", "precision": "fp32"}, rel=1e-2)
 
 
 @cuda
