@@ -40,6 +40,7 @@ def test_model_from_a_half_checkpoint_saves_and_reloads_fp32(tiny_encoder, tmp_p
     half = _half_copy(tiny_encoder, tmp_path / "half", torch.float16)
     model = MultiTaskModel.from_encoder(str(half), {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")})
     model.save(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "encoder" / "config.json").read_text())["dtype"] == "float32"
     loaded = MultiTaskModel.load(tmp_path / "model")
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     batch = loaded.tokenizer(["aspirin and heparin"], return_tensors="pt")

@@ -83,8 +83,11 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
     except TypeError:
         encoder = AutoModel.from_pretrained(source, **kwargs)
     # Checkpoints saved in fp16/bf16 load in that dtype (transformers 5 defaults to dtype="auto"); training
-    # keeps fp32 master weights and uses autocast for lower precision.
-    return encoder.float(), load_tokenizer(source)
+    # keeps fp32 master weights and uses autocast for lower precision. The config follows, so that a saved
+    # model directory describes its weights.
+    encoder = encoder.float()
+    encoder.config.dtype = torch.float32
+    return encoder, load_tokenizer(source)
 
 
 class MultiTaskModel(nn.Module):
