@@ -21,8 +21,7 @@ OUT=${OUT:-/tmp/gpu-session-out}
 mkdir -p "$OUT"
 [ -d "$KIT/encoder" ] || { echo "$KIT: missing (run python benchmarks/gpu_kit.py here and carry .carry)"; exit 2; }
 
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/biomtl-site "$KIT"/wheels/*.whl 2>/dev/null \
-  || python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/biomtl-site "$KIT"/wheels/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/biomtl-site "$KIT"/wheels/*.whl
 export PYTHONPATH="/tmp/biomtl-site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if [ ! -f /tmp/biomtl-tasks/hoc/manifest.json ]; then
   mkdir -p /tmp/biomtl-tasks && tar xzf "$KIT/tasks.tar.gz" -C /tmp/biomtl-tasks
