@@ -41,6 +41,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from biomtl.corpora import TASKS, default_prepared_dir, prepare
+    from biomtl.corpora.download import download, load_catalogue
+
+    catalogue = load_catalogue(Path(args.catalogue) if args.catalogue else None)
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+    report = download(args.corpora, tasks, catalogue, progress=not args.quiet)
+    for line in report.lines():
+        print(line)
+    prepared = [t for t in report.tasks if t in TASKS]  # the others are read from the corpus directory as is
+    if args.prepare and prepared:
+        out = Path(args.out) if args.out else default_prepared_dir()
+        for task in prepare(report.corpora, out, prepared):
+            print(f"{task}: prepared in {out / task}")
+    return 0
+
+
 def _count_summary(counts: object) -> str:
     if isinstance(counts, dict):
         for key in ("mentions", "positives", "pairs", "abstracts", "rows", "sentences"):
@@ -216,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated subset of tasks")
     p.add_argument("--overwrite", action="store_true", help="replace existing task directories")
     p.set_defaults(func=cmd_prepare)
+
+    p = data.add_parser("download", help="fetch the public corpora: sha256-checked, resumable")
+    p.add_argument("--corpora", help="directory to download into (else $BIOMTL_CORPORA); created if missing")
+    p.add_argument("--tasks", help="comma-separated subset of tasks (default: every public one)")
+    p.add_argument("--prepare", action="store_true", help="then run `data prepare` on the directory")
+    p.add_argument("--out", help="with --prepare: output directory (else $BIOMTL_DATA or ~/.cache/biomtl/tasks)")
+    p.add_argument("--catalogue", help="catalogue JSON to use instead of the shipped one (same format)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("validate", help="check dataset or run configs and their files; report every problem")
     p.add_argument("configs", nargs="+")
