@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model(model_dir: str | None) -> Any:
-    from biomtl.config import load_dataset_spec
     from biomtl.model import MultiTaskModel
+    from biomtl.tasks import load_dataset_spec
 
     specs = {t: load_dataset_spec(t) for t in [TASK, *OTHER_TASKS]}
     if model_dir is None:
@@ -199,9 +199,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
     from transformers import pipeline
 
-    from biomtl.config import load_dataset_spec
     from biomtl.data.readers import read_split
     from biomtl.predict import Predictor
+    from biomtl.tasks import load_dataset_spec
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)

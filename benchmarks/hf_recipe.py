@@ -94,10 +94,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         set_seed,
     )
 
-    from biomtl.config import load_dataset_spec
     from biomtl.data.readers import read_split
     from biomtl.metrics import entity_f1
     from biomtl.model import default_encoder_path
+    from biomtl.tasks import load_dataset_spec
     from biomtl.tasks.tagging import TaggingTask
 
     transformers.logging.set_verbosity_error()  # the load report of the new classifier layer

@@ -76,9 +76,8 @@ def blue_lengths(tokenizer: Any, max_length: int, prepared: Path | None, limit: 
     """Feature lengths (sub-words, with special tokens) of every train feature of the study's tasks."""
     import yaml
 
-    from biomtl.config import load_dataset_spec
     from biomtl.data.readers import read_split
-    from biomtl.tasks import TASK_TYPES
+    from biomtl.tasks import TASK_TYPES, load_dataset_spec
 
     lengths = {}
     for name in yaml.safe_load(STUDY.read_text())["tasks"]:

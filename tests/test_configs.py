@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from biomtl.config import REPO_CONFIGS, load_dataset_spec
+from biomtl.config import REPO_CONFIGS
 from biomtl.data.readers import read_split, validate_dataset
+from biomtl.tasks import load_dataset_spec
 
 PUBLIC = sorted(p for p in (REPO_CONFIGS / "datasets").glob("*.yaml"))
 CLINICAL = sorted((REPO_CONFIGS / "datasets" / "clinical").glob("*.yaml"))

@@ -16,7 +16,7 @@ from biomtl.train import train
 @pytest.mark.slow
 def test_default_encoder_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from biomtl.config import load_dataset_spec
+    from biomtl.tasks import load_dataset_spec
 
     model = MultiTaskModel.from_encoder(None, {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")})
     assert model.encoder.config.num_hidden_layers == 6 and model.encoder.config.hidden_size == 384

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from biomtl.config import load_dataset_spec
 from biomtl.errors import BiomtlError
 from biomtl.model import MultiTaskModel, default_encoder_path, load_encoder
+from biomtl.tasks import load_dataset_spec
 
 
 def _half_copy(source: str, dest: Path, dtype: torch.dtype) -> Path:

@@ -19,11 +19,11 @@ import pytest
 import torch
 from torch import nn
 
-from biomtl.config import load_dataset_spec
 from biomtl.data.examples import Example
 from biomtl.model import MultiTaskModel, load_encoder
 from biomtl.predict import Predictor
-from biomtl.tasks.tagging import TaggingTask, make_windows, owners
+from biomtl.tasks import load_dataset_spec
+from biomtl.tasks.tagging import TaggingTask, WindowTags, make_windows, owners
 
 B_WORD, I_WORD = "aspirin", "lithium"  # single word-pieces of the tiny vocabulary
 SEPARATORS = [" ", " ", " ", "  ", "\n", " \t ", "\n\n"]
@@ -253,10 +253,6 @@ def test_training_windows_give_every_word_exactly_one_tag(tokenizer, toy_tasks, 
             owned[(f["example_index"], j)] = owned.get((f["example_index"], j), 0) + own
     assert owned == {(i, j): 1 for i, ex in enumerate(examples) for j in range(len(ex.tokens))}
 
-    perfect = [
-        {"word_index": f["word_index"], "owned": f["owned"], "tags": [task.tags[t] for t in f["word_labels"]],
-         "probs": [1.0] * len(f["word_index"])}
-        for f in features
-    ]
+    perfect = [WindowTags([task.tags[t] for t in f["word_labels"]], [1.0] * len(f["word_index"])) for f in features]
     merged = task.merge(perfect, features, len(examples))
-    assert [m["tags"] for m in merged] == [ex.label for ex in examples]
+    assert [m.tags for m in merged] == [ex.label for ex in examples]

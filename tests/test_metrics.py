@@ -531,8 +531,8 @@ def test_score_keys_match_what_each_metric_returns():
 def test_main_metric_must_be_a_score_of_the_metric(tmp_path):
     import pytest
 
-    from biomtl.config import load_dataset_spec
     from biomtl.errors import ConfigError
+    from biomtl.tasks import load_dataset_spec
 
     path = tmp_path / "x.yaml"
     path.write_text("name: x\ntype: regression\nformat: tsv\nfiles: {train: a.tsv, dev: b.tsv}\n"

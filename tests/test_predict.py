@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from biomtl.config import load_dataset_spec
 from biomtl.model import MultiTaskModel
 from biomtl.predict import Predictor, words_with_offsets
+from biomtl.tasks import load_dataset_spec
 
 
 @pytest.fixture(scope="module")

@@ -132,8 +132,8 @@ def test_missing_data_fails_before_any_training(tmp_path, tiny_encoder, toy_task
 
 
 def test_plan_counts_steps_and_trains_nothing(tmp_path, tiny_encoder, toy_tasks, monkeypatch, capsys):
-    from biomtl.config import load_dataset_spec
     from biomtl.data.readers import read_split
+    from biomtl.tasks import load_dataset_spec
 
     tasks = [toy_tasks["toy-ner"], toy_tasks["toy-rel"]]
     config = write_study(tmp_path / "s.yaml", tasks, tiny_encoder, tmp_path / "out")

@@ -4,14 +4,14 @@ gives identical outputs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
-from biomtl.config import load_dataset_spec
 from biomtl.data.readers import read_split
 from biomtl.model import MultiTaskModel
-from biomtl.tasks import TASK_TYPES
+from biomtl.tasks import TASK_TYPES, load_dataset_spec
 from biomtl.train import predict_features
 
 
@@ -82,12 +82,10 @@ def test_padding_does_not_change_predictions(toy_model):
         batched = predict_features(model, task, feats, len(examples), 8, torch.device("cpu"))
         single = predict_features(model, task, feats, len(examples), 1, torch.device("cpu"))
         for a, b in zip(batched, single, strict=True):
-            for key in a:
-                if key in ("probabilities",):
-                    assert a[key] == pytest.approx(b[key], abs=1e-5)
-                elif key in ("score", "probability"):
-                    assert a[key] == pytest.approx(b[key], abs=1e-5)
-                elif key == "probs":
-                    assert a[key] == pytest.approx(b[key], abs=1e-5)
+            assert type(a) is type(b)
+            fields_a, fields_b = dataclasses.asdict(a), dataclasses.asdict(b)
+            for key in fields_a:
+                if key in ("probabilities", "score", "probability", "probs"):
+                    assert fields_a[key] == pytest.approx(fields_b[key], abs=1e-5)
                 else:
-                    assert a[key] == b[key]
+                    assert fields_a[key] == fields_b[key]

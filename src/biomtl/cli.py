@@ -67,8 +67,9 @@ def _count_summary(counts: object) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from biomtl.config import load_dataset_spec, read_yaml
+    from biomtl.config import read_yaml
     from biomtl.data.readers import validate_dataset
+    from biomtl.tasks import load_dataset_spec
 
     corpora, prepared = _paths(args)
     failed = 0
@@ -149,7 +150,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         line = raw[: e.start].count(b"\n") + 1
         raise BiomtlError(f"{source}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
     fmt = args.format or ("jsonl" if str(args.input).endswith(".jsonl") else "text")
-    spec = predictor.model.specs[task] if task != "all" else None
     inputs: list = []
     numbers: list[int] = []  # each input's line, for messages
     if fmt == "jsonl":
@@ -161,11 +161,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             except json.JSONDecodeError as e:
                 raise BiomtlError(f"{source}:{number}: invalid JSON ({e.msg})") from None
             numbers.append(number)
-    elif spec is None or spec.type == "tagging":
+    elif task == "all":
         inputs, numbers = [text], [1]  # the whole input is one document; offsets index into it
-    else:
-        numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        inputs = [line for line in text.splitlines() if line.strip()]
+    else:  # the task's type says how: one input per line, or the whole text as one document
+        pieces = predictor.model.tasks[task].plain_text_inputs(text)
+        numbers, inputs = [n for n, _ in pieces], [piece for _, piece in pieces]
     if task == "all":
         texts = []
         for number, item in zip(numbers, inputs, strict=True):

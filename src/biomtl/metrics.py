@@ -390,6 +390,12 @@ SCORE_KEYS: dict[str, tuple[str, ...]] = {
 }
 """The scalar scores each metric returns: a config's ``main_metric`` must be one of them."""
 
+EXAMPLE_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "hoc_f1": ("doc_ids",),
+}
+"""Arguments a metric takes from the examples, not from its config: ``doc_ids`` is each item's document
+(task types fill them in; :func:`biomtl.tasks.base.metric_arguments`)."""
+
 
 def _arguments(name: str) -> list[str]:
     """The keyword arguments a metric takes besides gold and pred."""

@@ -27,7 +27,7 @@ from torch import nn
 from biomtl import __version__
 from biomtl.config import DatasetSpec
 from biomtl.errors import BiomtlError, ModelDirError
-from biomtl.tasks import TASK_TYPES, TaskType
+from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, make_task
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,11 @@ class MultiTaskModel(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.encoder_name = encoder_name
-        self.tasks: dict[str, TaskType] = {name: TASK_TYPES[s.type](s) for name, s in specs.items()}
-        hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict(
-            {name: task.build_head(hidden, dropout, pooling) for name, task in self.tasks.items()}
-        )
+        self.tasks: dict[str, TaskType] = {name: make_task(s) for name, s in specs.items()}
+        settings = HeadSettings(dropout=dropout, pooling=pooling)
+        encoder_config: Any = encoder.config  # a module attribute, typed Tensor | Module
+        hidden = encoder_config.hidden_size
+        self.heads = nn.ModuleDict({name: task.build_head(hidden, settings) for name, task in self.tasks.items()})
 
     @classmethod
     def from_encoder(

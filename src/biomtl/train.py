@@ -36,12 +36,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from biomtl import metrics
-from biomtl.config import DatasetSpec, RunConfig, load_dataset_spec
+from biomtl.config import DatasetSpec, RunConfig
 from biomtl.data.examples import Example
 from biomtl.data.readers import read_split, splits
 from biomtl.data.sampler import TaskBatchSampler
 from biomtl.errors import BiomtlError, OutputExistsError
 from biomtl.model import MultiTaskModel
+from biomtl.tasks import load_dataset_spec
 from biomtl.tasks.base import Feature
 
 log = logging.getLogger(__name__)
@@ -411,7 +412,7 @@ def save_predictions(out: Path, split: str, data: dict[str, TaskData], predictio
     for name, preds in predictions.items():
         rows = []
         for ex, pred in zip(data[name].examples[split], preds, strict=True):
-            row = {"id": ex.id, "gold": ex.label, **{k: v for k, v in pred.items() if k != "probs"}}
+            row = {"id": ex.id, "gold": ex.label, **pred.to_json()}
             if ex.doc_id is not None:
                 row["doc_id"] = ex.doc_id
             rows.append(row)

@@ -429,8 +429,8 @@ def test_bad_input(case: Case, command: str, tmp_path: Path, tiny_encoder: str, 
 def test_tag_sequence_starting_with_I_is_read_as_B_with_a_warning(tmp_path, tiny_encoder, trained, capsys, caplog):
     """conlleval's reading: an I- that does not continue an entity starts one. Accepted, stored as B-,
     and reported once per file as a warning."""
-    from biomtl.config import load_dataset_spec
     from biomtl.data.readers import read_split
+    from biomtl.tasks import load_dataset_spec
 
     ws = Workspace(tmp_path, tiny_encoder, trained)
     path = ws.file("ner.train.conll")

@@ -1,8 +1,10 @@
-"""Example records, file readers per format, and task batch samplers."""
+"""Example records (``examples``), file readers per format (``readers``), task batch samplers (``sampler``).
+
+Only the example record is imported here: task types build on it, and the readers build on task types.
+"""
 
 from __future__ import annotations
 
 from biomtl.data.examples import Example
-from biomtl.data.readers import read_split, validate_dataset
 
-__all__ = ["Example", "read_split", "validate_dataset"]
+__all__ = ["Example"]

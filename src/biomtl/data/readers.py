@@ -1,7 +1,8 @@
 """File readers per format: ``conll`` (token/tag columns), ``tsv`` and ``jsonl``.
 
-Readers check everything a dataset config promises: the columns exist, every label is declared, scores are
-finite and in range, relation sentences carry their entity masks, ids are unique, the split is not empty.
+Readers check everything a dataset config promises: the columns exist, relation sentences carry their entity
+masks, ids are unique, the split is not empty; the task type parses and checks each gold label (every label
+is declared, scores are finite and in range, ...).
 A problem raises :class:`~biomtl.errors.DataError` naming ``file:line``; in collecting mode (``problems``
 given) the reader records it and goes on, so ``biomtl validate`` can report every problem at once.
 """
@@ -12,7 +13,6 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,10 @@ from typing import Any
 from biomtl.config import DatasetSpec, resolve_data_path
 from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError, ConfigError, DataError
+from biomtl.tasks import TaskType, make_task
+from biomtl.tasks.base import InvalidLabel
+from biomtl.tasks.masks import mask_problem
+from biomtl.tasks.tagging import repair_iob2
 
 log = logging.getLogger(__name__)
 
@@ -58,61 +62,13 @@ class _Collector:
             self.problems.append(f"{error.path}: more problems not shown")
 
 
-def _check_label(spec: DatasetSpec, path: Path, line: int, raw: Any, report: _Collector) -> Any:
-    """Parse and check a gold label for the spec's task type; returns ``None`` when invalid."""
-    where = spec.config_path or spec.name
-    if spec.type == "regression":
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            report(DataError(path, line, f"score {raw!r} is not a number"))
-            return None
-        if not math.isfinite(value):
-            report(DataError(path, line, f"score {raw!r} is not finite"))
-            return None
-        if spec.score_range and not spec.score_range[0] <= value <= spec.score_range[1]:
-            low, high = spec.score_range
-            report(DataError(path, line, f"score {value} is outside score_range [{low}, {high}] declared in {where}"))
-            return None
-        return value
-    if spec.type == "multilabel":
-        if isinstance(raw, list) and all(isinstance(v, int) for v in raw):
-            if len(raw) != len(spec.labels):
-                report(DataError(path, line, f"label vector has {len(raw)} entries, {where} declares {len(spec.labels)} labels"))
-                return None
-            return [name for name, flag in zip(spec.labels, raw, strict=True) if flag]
-        names = raw if isinstance(raw, list) else [x.strip() for x in str(raw or "").split(spec.label_separator)]
-        names = [n for n in names if n]
-        bad = [n for n in names if n not in spec.labels]
-        if bad:
-            report(DataError(path, line, f"undeclared label '{bad[0]}' (add it to labels: in {where})"))
-            return None
-        return names
-    label = str(raw)
-    if label not in spec.labels:
-        report(DataError(path, line, f"undeclared label '{label}' (add it to labels: in {where})"))
+def _parse_label(task: TaskType, path: Path, line: int, raw: Any, report: _Collector) -> Any:
+    """The task type's reading of a gold label; ``None`` (after reporting why) when it is invalid."""
+    try:
+        return task.parse_label(raw)
+    except InvalidLabel as e:
+        report(DataError(path, line, str(e)))
         return None
-    return label
-
-
-def mask_problem(spec: DatasetSpec, text: str) -> str | None:
-    """Why a relation sentence's entity masks are wrong, or ``None``: it must hold one of the declared mask
-    combinations, e.g. ``@CHEMICAL$`` and ``@GENE$`` once each, or ``@CHEM-GENE$`` once."""
-    if not spec.markers:
-        return None
-    masks = sorted({m for option in spec.markers for m in option}, key=len, reverse=True)
-    counts = {}
-    rest = text
-    for m in masks:  # longest first, so @CHEM-GENE$ is not also counted as something shorter
-        counts[m] = rest.count(m)
-        rest = rest.replace(m, " ")
-    for option in spec.markers:
-        want = {m: option.count(m) for m in option}
-        if all(counts[m] == want.get(m, 0) for m in masks):
-            return None
-    expected = " or ".join("+".join(option) for option in spec.markers)
-    found = ", ".join(f"{m}×{n}" for m, n in counts.items() if n) or "none"
-    return f"entity masks do not match (expected {expected}; found {found})"
 
 
 def _check_markers(spec: DatasetSpec, path: Path, line: int, text: str, report: _Collector) -> bool:
@@ -187,18 +143,20 @@ def _example_from_row(
     spec: DatasetSpec, path: Path, line: int, row: Any, header: list[str] | None, index: int, report: _Collector
 ) -> Example | None:
     columns = spec.columns
+    task = make_task(spec)
     get = {role: _column(row, key, header) for role, key in columns.items()}
     text = get.get("text")
     if text is None or not str(text).strip():
         report(DataError(path, line, "empty text"))
         return None
-    if spec.type in ("classification",) and "text_b" in columns and not str(get.get("text_b") or "").strip():
-        report(DataError(path, line, "empty second text (text_b)"))
+    problem = task.check_texts(str(text), str(get.get("text_b") or "") if "text_b" in columns else None)
+    if problem:
+        report(DataError(path, line, problem))
         return None
     if "label" not in get:
         report(DataError(path, line, f"no label column configured (columns.label in {spec.config_path})"))
         return None
-    label = _check_label(spec, path, line, get["label"], report)
+    label = _parse_label(task, path, line, get["label"], report)
     if label is None:
         return None
     if not _check_markers(spec, path, line, str(text), report):
@@ -214,7 +172,7 @@ def _example_from_row(
 
 
 def _read_jsonl(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
-    examples = []
+    examples: list[Example] = []
     try:
         for line, text in _lines(path):
             if not text.strip():
@@ -245,7 +203,7 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
     if not isinstance(token_col, int) or not isinstance(tag_col, int):
         report(DataError(path, None, f"conll columns must be integers (columns: in {spec.config_path})"))
         return []
-    valid = {"O"} | {f"{p}-{t}" for t in spec.labels for p in ("B", "I")}
+    task = make_task(spec)
     need = max(2, *(c + 1 if c >= 0 else -c for c in (token_col, tag_col)))
     width: tuple[int, int] | None = None  # (columns, line) of the first token line; every line must match
     examples: list[Example] = []
@@ -256,9 +214,13 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
     bad = False
 
     def flush() -> None:
-        nonlocal tokens, tags, bad
+        nonlocal tokens, tags, bad, repaired
+        # conlleval reads an I- that does not continue an entity as the start of a new one; we store that
+        # reading as IOB2 (B-) so training targets and scores agree with it.
+        iob2 = repair_iob2(tags)
+        repaired += sum(old != new for old, new in zip(tags, iob2, strict=True))
         if tokens and not bad:
-            examples.append(Example(id=str(len(examples)), tokens=tokens, label=tags, source=f"{path}:{start}"))
+            examples.append(Example(id=str(len(examples)), tokens=tokens, label=iob2, source=f"{path}:{start}"))
         tokens, tags, bad = [], [], False
 
     try:
@@ -285,18 +247,10 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
                 continue
             if not tokens:
                 start = line
-            token, tag = parts[token_col], parts[tag_col].strip()
-            if spec.bare_tag_type and tag in ("B", "I"):
-                tag = f"{tag}-{spec.bare_tag_type}"
-            if tag not in valid:
-                report(DataError(path, line, f"undeclared tag '{tag}' (entity types are listed under labels: in {spec.config_path})"))
+            token, tag = parts[token_col], _parse_label(task, path, line, parts[tag_col], report)
+            if tag is None:
                 bad = True
                 continue
-            if tag.startswith("I-") and (not tags or tags[-1] == "O" or tags[-1][2:] != tag[2:]):
-                # conlleval reads an I- that does not continue an entity as the start of a new one; we store
-                # that reading as IOB2 (B-) so training targets and scores agree with it.
-                tag = "B-" + tag[2:]
-                repaired += 1
             tokens.append(token)
             tags.append(tag)
         flush()
@@ -319,7 +273,7 @@ def split_path(spec: DatasetSpec, split: str, corpora: Path | None = None, prepa
 
 def splits(spec: DatasetSpec) -> list[str]:
     """The splits a task has: its files, plus ``dev`` when it is carved from train."""
-    names = [s for s in ("train", "dev", "test") if s in spec.files]
+    names: list[str] = [s for s in ("train", "dev", "test") if s in spec.files]
     if "dev" not in spec.files and spec.dev_from_train:
         names.insert(1, "dev")
     return names
@@ -342,7 +296,7 @@ def read_split(
 ) -> list[Example]:
     """Read and check one split of a task. ``limit`` keeps a seeded random subset (same for every run).
 
-    >>> from biomtl.config import load_dataset_spec
+    >>> from biomtl.tasks import load_dataset_spec
     >>> read_split(load_dataset_spec("biosses"), "train")[0].label  # doctest: +SKIP
     2.2
     """

@@ -49,11 +49,11 @@ from biomtl.config import (
     _did_you_mean,
     apply_overrides,
     build,
-    load_dataset_spec,
     read_yaml,
 )
 from biomtl.errors import BiomtlError, ConfigError
 from biomtl.experiments import report
+from biomtl.tasks import load_dataset_spec
 from biomtl.train import CHECKPOINT, RESULT, find_checkpoint, train
 
 log = logging.getLogger(__name__)

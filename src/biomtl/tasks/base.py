@@ -1,76 +1,150 @@
-"""The task-type protocol and the pieces shared by the sentence-level types."""
+"""The task-type protocol, the settings every head is built with, and the pieces the built-in types share.
+
+A task type is everything that differs between ``tagging``, ``classification``, ... : which spec fields it
+needs, how a gold label is written in a data file, how an example becomes encoder inputs, its head and loss,
+how logits become a typed prediction, what its metric compares, and how a raw prediction input is read and
+its prediction written out. Everything else (readers, sampling, the training loop, saving, the predictor,
+the CLI) asks the task type and never compares type names.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from biomtl import metrics
 from biomtl.config import DatasetSpec
 from biomtl.data.examples import Example
+from biomtl.errors import DataError
+from biomtl.tasks.masks import mask_entities
 
 Feature = dict[str, Any]
+"""Encoder inputs of one example (or one window of it): ``input_ids`` and ``example_index`` always,
+``token_type_ids`` for pairs, plus whatever the task type's own ``collate``/``decode``/``merge`` read."""
+
 Batch = dict[str, torch.Tensor]
 
 
-class TaskType:
-    """One task type (``tagging``, ``classification``, ...) bound to one task's spec.
+@dataclass(frozen=True)
+class HeadSettings:
+    """The model's settings that reach every head (through ``build_head``)."""
 
-    A task type turns examples into features (``encode``), builds the head that maps encoder states to
-    logits (``build_head``), scores logits against a batch (``loss``) and turns logits back into predictions
-    for whole examples (``decode``). ``metric_inputs`` shapes gold labels and predictions for the metric.
+    dropout: float = 0.1
+    pooling: str = "cls"  # the sentence vector of pooled heads: "cls" (the paper) or "mean" of the tokens
+
+
+class InvalidLabel(ValueError):
+    """A gold label that does not fit its task; the message says why (the reader adds ``file:line``)."""
+
+
+class Prediction(Protocol):
+    """A typed prediction for one example (``LabelPrediction``, ``TaggedWords``, ...)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The prediction's fields of an output row (``predictions/<task>.<split>.jsonl``, the predictor)."""
+        ...
+
+
+class TaskType(Protocol):
+    """One task type bound to one task's spec (``TASK_TYPES[spec.type](spec)``).
+
+    Register a new type with :func:`biomtl.tasks.register_task_type`; :class:`SentenceTask` implements
+    most of this for one text or a text pair → one prediction.
     """
 
-    name: str = ""
+    spec: DatasetSpec
 
-    def __init__(self, spec: DatasetSpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: DatasetSpec) -> None: ...
 
-    # -- model side -------------------------------------------------------------------------------------
-    def build_head(self, hidden_size: int, dropout: float, pooling: str) -> nn.Module:
-        raise NotImplementedError
+    # -- config and data files --------------------------------------------------------------------------
+    @classmethod
+    def spec_problems(cls, spec: DatasetSpec) -> list[str]:
+        """Static problems of a spec of this type (``"labels: a tagging task must list its labels"``)."""
+        ...
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
+    def parse_label(self, raw: Any) -> Any:
+        """A gold label as written in a data file (a token's tag for token-level types) → the value
+        stored in ``Example.label``; raises :class:`InvalidLabel`."""
+        ...
 
-    # -- data side --------------------------------------------------------------------------------------
+    def check_texts(self, text: str, text_b: str | None) -> str | None:
+        """Why a data row's texts do not fit this type, or ``None``; ``text_b`` is ``None`` when the spec
+        has no ``text_b`` column."""
+        ...
+
+    # -- model ----------------------------------------------------------------------------------------------
+    @property
+    def token_level(self) -> bool:
+        """Whether the head scores every token (its windows are decoded one by one, then merged) rather
+        than the sentence (logits of a long text's windows can be averaged)."""
+        ...
+
+    def build_head(self, hidden_size: int, settings: HeadSettings) -> nn.Module:
+        """``head(hidden (B, T, H), attention_mask (B, T)) → logits``."""
+        ...
+
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         """Features, each with ``input_ids`` and ``example_index`` (one example may give several)."""
-        raise NotImplementedError
+        ...
 
     def collate(self, features: list[Feature], pad_id: int) -> Batch:
-        """Pad a list of features to one batch (dynamic padding to the longest)."""
-        batch = pad_inputs(features, pad_id)
-        batch.update(self.collate_targets(features, batch["input_ids"].shape[1]))
-        return batch
+        """Pad features to one batch (dynamic padding to the longest), targets included."""
+        ...
 
-    def collate_targets(self, features: list[Feature], length: int) -> Batch:
-        raise NotImplementedError
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
 
     def decode(self, logits: torch.Tensor, features: list[Feature]) -> list[Any]:
-        """One prediction per feature (CPU tensors in, Python values out)."""
-        raise NotImplementedError
+        """One prediction per feature (CPU logits in)."""
+        ...
 
-    def merge(self, predictions: list[Any], features: list[Feature], n_examples: int) -> list[Any]:
-        """Feature predictions → one prediction per example (identity for one feature per example)."""
-        merged: list[Any] = [None] * n_examples
-        for pred, feat in zip(predictions, features, strict=True):
-            merged[feat["example_index"]] = pred
-        return merged
+    def merge(self, predictions: list[Any], features: list[Feature], n_examples: int) -> Sequence[Prediction]:
+        """Feature predictions → one typed prediction per example."""
+        ...
 
+    # -- metric -----------------------------------------------------------------------------------------
     def gold(self, example: Example) -> Any:
-        return example.label
+        """What the metric compares with :meth:`metric_value`."""
+        ...
 
     def metric_value(self, prediction: Any) -> Any:
-        """The part of a prediction that the metric compares with :meth:`gold`."""
-        raise NotImplementedError
+        """The part of this type's prediction (from :meth:`merge`) that the metric compares."""
+        ...
 
     def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
-        return dict(self.spec.metric.args)
+        """The metric's arguments: the configured ones plus any it takes from the examples."""
+        ...
+
+    # -- raw inputs (the predictor and ``biomtl predict``) --------------------------------------------
+    @property
+    def can_annotate(self) -> bool:
+        """Whether a plain text, with nothing else, is a complete input (``Predictor.annotate``)."""
+        ...
+
+    def plain_text_inputs(self, text: str) -> list[tuple[int, str]]:
+        """A plain-text input file → ``(line, input)`` pairs: one per line, or the whole text as one."""
+        ...
+
+    def read_input(self, item: str | dict[str, Any], source: str, line: int) -> Example:
+        """A raw text or a JSON object (``id``, ``text``, ``text_b``, ``entities``) → an example;
+        a bad input raises :class:`~biomtl.errors.DataError` naming ``source:line``."""
+        ...
+
+    def output_row(self, example: Example, prediction: Any) -> dict[str, Any]:
+        """The predictor's output fields for an input read by :meth:`read_input` and this type's prediction."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared implementation
 
 
 def pad_inputs(features: list[Feature], pad_id: int) -> Batch:
+    """``input_ids``, ``attention_mask`` (and ``token_type_ids``) padded to the longest feature."""
     length = max(len(f["input_ids"]) for f in features)
     n = len(features)
     input_ids = torch.full((n, length), pad_id, dtype=torch.long)
@@ -89,27 +163,84 @@ def pad_inputs(features: list[Feature], pad_id: int) -> Batch:
     return batch
 
 
-class PooledHead(nn.Module):
-    """Dropout + linear layer over the sentence vector: [CLS] (the paper) or the mean of the tokens."""
-
-    def __init__(self, hidden_size: int, n_out: int, dropout: float, pooling: str) -> None:
-        super().__init__()
-        self.pooling = pooling
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, n_out)
-
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # hidden: (B, T, H) → logits (B, n_out)
-        if self.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
-        return self.out(self.dropout(pooled))
+def metric_arguments(spec: DatasetSpec, examples: list[Example]) -> dict[str, Any]:
+    """A task's configured metric arguments, plus those its metric takes from the examples
+    (:data:`biomtl.metrics.EXAMPLE_ARGUMENTS`): ``doc_ids`` is each example's document (itself if none)."""
+    kwargs = dict(spec.metric.args)
+    if "doc_ids" in metrics.EXAMPLE_ARGUMENTS.get(spec.metric.name, ()):
+        kwargs["doc_ids"] = [ex.doc_id or ex.id for ex in examples]
+    return kwargs
 
 
-class SentenceTask(TaskType):
-    """Shared encoding for one text or a text pair, truncated to ``max_length`` sub-words."""
+def labels_problems(spec: DatasetSpec) -> list[str]:
+    """The spec check of every type that predicts among declared labels."""
+    return [] if spec.labels else [f"labels: a {spec.type} task must list its labels"]
+
+
+def text_input(spec: DatasetSpec, item: str | dict[str, Any], source: str, line: int, pair: bool) -> Example:
+    """A raw text, or a JSON object with ``text`` (and ``id``, ``text_b``, ``entities``), → an example.
+
+    ``text_b`` is required when ``pair`` and read when given. ``entities`` (two argument spans) are replaced by
+    the task's masks; a task without masks refuses them. ``id`` defaults to the input's line.
+    """
+    if isinstance(item, str):
+        item = {"text": item}
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        raise DataError(source, line, "expected a JSON object with a string field 'text'")
+    text, text_b = item["text"], None
+    if pair or "text_b" in item:
+        if not isinstance(item.get("text_b"), str):
+            raise DataError(source, line, f"task {spec.name} compares two texts: give 'text' and 'text_b'")
+        text_b = item["text_b"]
+    if "entities" in item:
+        text = mask_entities(spec, text, item["entities"], source, line)
+    return Example(id=str(item.get("id", line)), text=text, text_b=text_b, source=f"{source}:{line}")
+
+
+class TaskBase:
+    """What every built-in type shares: the bound spec, no extra spec or text checks, padding + targets,
+    gold labels as read, metric arguments from the metric's declared needs."""
+
+    token_level = False
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def spec_problems(cls, spec: DatasetSpec) -> list[str]:
+        return []
+
+    def check_texts(self, text: str, text_b: str | None) -> str | None:
+        return None
+
+    def collate(self, features: list[Feature], pad_id: int) -> Batch:
+        batch = pad_inputs(features, pad_id)
+        batch.update(self.collate_targets(features, batch["input_ids"].shape[1]))
+        return batch
+
+    def collate_targets(self, features: list[Feature], length: int) -> Batch:
+        return {}
+
+    def gold(self, example: Example) -> Any:
+        return example.label
+
+    def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
+        return metric_arguments(self.spec, examples)
+
+
+class SentenceTask(TaskBase, ABC):
+    """One text or a text pair, truncated to ``max_length`` sub-words → one prediction.
+
+    A subclass gives :meth:`target` (and ``target_dtype``), ``parse_label``, ``build_head``, ``loss``,
+    ``decode`` (to a dataclass with ``to_json``) and ``metric_value``.
+    """
+
+    pair_input = False  # every input is a text pair (regression)
+    target_dtype = torch.float
+
+    @abstractmethod
+    def target(self, example: Example) -> Any:
+        """The training target of an example (unlabelled examples get a placeholder)."""
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         texts = [ex.text for ex in examples]
@@ -125,5 +256,45 @@ class SentenceTask(TaskType):
             features.append(feat)
         return features
 
-    def target(self, example: Example) -> Any:
-        raise NotImplementedError
+    def collate_targets(self, features: list[Feature], length: int) -> Batch:
+        return {"labels": torch.tensor([f["target"] for f in features], dtype=self.target_dtype)}
+
+    def merge(self, predictions: list[Any], features: list[Feature], n_examples: int) -> list[Any]:
+        merged: list[Any] = [None] * n_examples
+        for pred, feat in zip(predictions, features, strict=True):
+            merged[feat["example_index"]] = pred
+        return merged
+
+    @property
+    def can_annotate(self) -> bool:
+        """A single text without entity masks."""
+        return not self.pair_input and not self.spec.markers and "text_b" not in self.spec.columns
+
+    def plain_text_inputs(self, text: str) -> list[tuple[int, str]]:
+        """One input per non-empty line."""
+        return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+    def read_input(self, item: str | dict[str, Any], source: str, line: int) -> Example:
+        return text_input(self.spec, item, source, line, pair=self.pair_input)
+
+    def output_row(self, example: Example, prediction: Prediction) -> dict[str, Any]:
+        return prediction.to_json()
+
+
+class PooledHead(nn.Module):
+    """Dropout + linear layer over the sentence vector: [CLS] (the paper) or the mean of the tokens."""
+
+    def __init__(self, hidden_size: int, n_out: int, settings: HeadSettings) -> None:
+        super().__init__()
+        self.pooling = settings.pooling
+        self.dropout = nn.Dropout(settings.dropout)
+        self.out = nn.Linear(hidden_size, n_out)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, T, H) → logits (B, n_out)
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = hidden[:, 0]
+        return self.out(self.dropout(pooled))

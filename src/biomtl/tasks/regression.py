@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,31 +11,53 @@ from torch import nn
 from torch.nn import functional as F
 
 from biomtl.data.examples import Example
-from biomtl.tasks.base import Batch, Feature, PooledHead, SentenceTask
+from biomtl.tasks.base import Batch, Feature, HeadSettings, InvalidLabel, PooledHead, SentenceTask
+
+
+@dataclass(frozen=True)
+class ScorePrediction:
+    """An unbounded real score."""
+
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": self.score}
 
 
 class RegressionTask(SentenceTask):
-    """Mean squared error on the gold score; predictions are unbounded floats."""
+    """Mean squared error on the gold score; every input is a text pair."""
 
     name = "regression"
+    pair_input = True
 
-    def build_head(self, hidden_size: int, dropout: float, pooling: str) -> nn.Module:
-        return PooledHead(hidden_size, 1, dropout, pooling)
+    def parse_label(self, raw: Any) -> float:
+        """A finite number, inside ``score_range`` when the spec declares one."""
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise InvalidLabel(f"score {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise InvalidLabel(f"score {raw!r} is not finite")
+        if self.spec.score_range and not self.spec.score_range[0] <= value <= self.spec.score_range[1]:
+            low, high = self.spec.score_range
+            where = self.spec.config_path or self.spec.name
+            raise InvalidLabel(f"score {value} is outside score_range [{low}, {high}] declared in {where}")
+        return value
+
+    def build_head(self, hidden_size: int, settings: HeadSettings) -> nn.Module:
+        return PooledHead(hidden_size, 1, settings)
 
     def target(self, example: Example) -> Any:
         return float(example.label) if example.label is not None else 0.0
 
-    def collate_targets(self, features: list[Feature], length: int) -> Batch:
-        return {"labels": torch.tensor([f["target"] for f in features], dtype=torch.float)}
-
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.mse_loss(logits.squeeze(-1).float(), batch["labels"])
 
-    def decode(self, logits: torch.Tensor, features: list[Feature]) -> list[Any]:
-        return [{"score": float(v)} for v in logits.squeeze(-1).float().tolist()]
+    def decode(self, logits: torch.Tensor, features: list[Feature]) -> list[ScorePrediction]:
+        return [ScorePrediction(float(v)) for v in logits.squeeze(-1).float().tolist()]
 
     def gold(self, example: Example) -> Any:
         return float(example.label)
 
-    def metric_value(self, prediction: Any) -> Any:
-        return prediction["score"]
+    def metric_value(self, prediction: ScorePrediction) -> float:
+        return prediction.score
