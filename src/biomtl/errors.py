@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 class BiomtlError(Exception):
-    """Base class: a problem the user can fix. ``str(error)`` is the one-line message."""
+    """Base class: a problem the user can fix. ``str(error)`` is the one-line message, with every character a
+    terminal would not print as itself (CR, NUL, U+2028, ... quoted from a damaged file) escaped: ``\\u2028``."""
+
+    def __str__(self) -> str:
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in super().__str__())
 
 
 class DataError(BiomtlError):
