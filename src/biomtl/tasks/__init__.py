@@ -37,10 +37,6 @@ def register_task_type(name: str, cls: type[TaskType]) -> None:
     TASK_TYPES[name] = cls
 
 
-def task_type(name: str) -> type[TaskType]:
-    return TASK_TYPES[name]
-
-
 def make_task(spec: DatasetSpec) -> TaskType:
     """The task type named by ``spec.type``, bound to ``spec``."""
     return TASK_TYPES[spec.type](spec)
@@ -82,5 +78,4 @@ __all__ = [
     "make_task",
     "register_task_type",
     "spec_problems",
-    "task_type",
 ]

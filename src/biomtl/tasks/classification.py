@@ -39,7 +39,6 @@ class LabelPrediction:
 class ClassificationTask(SentenceTask):
     """Softmax over the declared labels."""
 
-    name = "classification"
     target_dtype = torch.long
 
     @classmethod

@@ -38,8 +38,6 @@ class LabelSetPrediction:
 class MultilabelTask(SentenceTask):
     """Independent sigmoid per label (binary cross-entropy)."""
 
-    name = "multilabel"
-
     @classmethod
     def spec_problems(cls, spec: DatasetSpec) -> list[str]:
         return labels_problems(spec)

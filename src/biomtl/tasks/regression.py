@@ -27,7 +27,6 @@ class ScorePrediction:
 class RegressionTask(SentenceTask):
     """Mean squared error on the gold score; every input is a text pair."""
 
-    name = "regression"
     pair_input = True
 
     def parse_label(self, raw: Any) -> float:

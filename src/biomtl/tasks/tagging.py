@@ -230,7 +230,6 @@ class TokenHead(nn.Module):
 class TaggingTask(TaskBase):
     """Per-token softmax over ``O`` and ``B-``/``I-`` of each declared entity type."""
 
-    name = "tagging"
     token_level = True
     can_annotate = True
 
