@@ -28,16 +28,16 @@ def _paths(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from biomtl.corpora import TASKS, default_prepared_dir, prepare, resolve_corpora_dir
+    from biomtl.corpora import TASKS, default_prepared_dir, headline_count, prepare, resolve_corpora_dir
 
     corpora = resolve_corpora_dir(args.corpora)
     out = Path(args.out) if args.out else default_prepared_dir()
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
-    manifests = prepare(corpora, out, tasks, overwrite=args.overwrite)
+    manifests = prepare(corpora, out, tasks, overwrite=args.overwrite, verify=not args.no_verify)
     for task, m in manifests.items():
-        counts = m.get("counts", {})
-        summary = ", ".join(f"{split} {_count_summary(c)}" for split, c in counts.items())
-        print(f"{task}: {summary}  → {out / task}")
+        summary = ", ".join("{} {} {}".format(split, *headline_count(c)) for split, c in m["counts"].items())
+        unverified = "" if m.get("verified") else "  (sources not verified)"
+        print(f"{task}: {summary}  → {out / task}{unverified}")
     return 0
 
 
@@ -56,14 +56,6 @@ def cmd_download(args: argparse.Namespace) -> int:
         for task in prepare(report.corpora, out, prepared):
             print(f"{task}: prepared in {out / task}")
     return 0
-
-
-def _count_summary(counts: object) -> str:
-    if isinstance(counts, dict):
-        for key in ("mentions", "positives", "pairs", "abstracts", "rows", "sentences"):
-            if key in counts:
-                return f"{counts[key]} {key}"
-    return str(counts)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -232,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (else $BIOMTL_DATA or ~/.cache/biomtl/tasks)")
     p.add_argument("--tasks", help="comma-separated subset of tasks")
     p.add_argument("--overwrite", action="store_true", help="replace existing task directories")
+    p.add_argument("--no-verify", action="store_true",
+                   help="convert source files that are not the official release's (the manifest says verified: false)")
     p.set_defaults(func=cmd_prepare)
 
     p = data.add_parser("download", help="fetch the public corpora: sha256-checked, resumable")

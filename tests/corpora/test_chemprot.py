@@ -54,7 +54,7 @@ def _documents(tmp_path: Path, **files: str) -> list[chemprot.Document]:
 
 def _read(path: Path) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.reader(f, delimiter="\t"))
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))  # the files are not CSV-quoted
 
 
 def test_convert_a_tiny_abstract(tmp_path: Path) -> None:

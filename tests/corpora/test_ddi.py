@@ -62,7 +62,7 @@ def _corpora(root: Path, train_doc: bytes = DOC) -> Path:
 
 def _read(path: Path) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.reader(f, delimiter="\t"))
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))  # the files are not CSV-quoted
 
 
 def test_parse_document_masks_like_blue() -> None:

@@ -32,7 +32,7 @@ def _corpora(root: Path, sentences: dict = SENTENCES, doc_ids: dict = DOC_IDS) -
 
 def _read(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))  # the files are not CSV-quoted
 
 
 def test_prepare_on_a_tiny_corpus(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from biomtl.corpora import sha256
+from biomtl.corpora.files import read_lines, sha256
 from biomtl.errors import BiomtlError, DataError
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,17 @@ _TITLE_OR_ABSTRACT = re.compile(r"(\d+)\|([ta])\|(.*)")
 def read_pubtator(path: Path) -> list[Document]:
     """Documents of a PubTator file, in file order; annotation offsets are checked against the text."""
     docs: list[Document] = []
-    lines = path.read_text(encoding="utf-8").split("\n")
     block: list[tuple[int, str]] = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(read_lines(path), 1):
         if line.strip():
-            block.append((number, line.rstrip("\r")))
+            block.append((number, line))
         elif block:
             docs.append(_parse_document(path, block))
             block = []
     if block:
         docs.append(_parse_document(path, block))
+    if not docs:
+        raise DataError(path, None, "no documents")
     return docs
 
 
@@ -394,17 +395,15 @@ def _write_conll(path: Path, converted: Converted) -> dict:
 def read_iob(path: Path) -> list[list[tuple[str, str]]]:
     """Sentences of a ``token<TAB>tag`` file."""
     sentences: list[list[tuple[str, str]]] = [[]]
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line:
-                if sentences[-1]:
-                    sentences.append([])
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2 or not fields[0].strip() or not fields[1]:
-                raise DataError(path, number, "expected 'token<TAB>tag'")
-            sentences[-1].append((fields[0], fields[1]))
+    for number, line in enumerate(read_lines(path), 1):
+        if not line:
+            if sentences[-1]:
+                sentences.append([])
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1]:
+            raise DataError(path, number, "expected 'token<TAB>tag'")
+        sentences[-1].append((fields[0], fields[1]))
     return [s for s in sentences if s]
 
 

@@ -9,10 +9,11 @@ is fixed by the ``sentence_id`` lists below, because BLUE's own ``test.tsv`` is 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
 
-from biomtl.corpora import sha256
+from biomtl.corpora.files import read_lines, read_text, sha256, write_tsv
 from biomtl.errors import BiomtlError, DataError
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def read_pairs(path: Path) -> tuple[dict[int, Pair], int]:
     """``{sentence_id: pair}`` with the annotators' mean score, and how many sentences had their spaces fixed."""
     pairs: dict[int, Pair] = {}
     respaced = 0
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = [line.removesuffix("\r") for line in f.read().split("\n")]
+    lines = read_lines(path)
     if not lines or tuple(lines[0].split("\t")) != HEADER:
         raise DataError(path, 1, f"expected the header {' '.join(HEADER)!r}")
     for number, line in enumerate(lines[1:], 2):
@@ -130,8 +130,7 @@ def normalize_space(text: str) -> str:
 
 def verify_against_blue(path: Path, rows: list[Pair]) -> tuple[dict, list[str]]:
     """Compare our pairs of one split with a BLUE file (CRLF, GLUE STS-B columns, a csv-quoted field)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        blue = list(csv.DictReader(f, delimiter="\t"))
+    blue = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t"))
     if blue and not {"sentence1", "sentence2", "score"} <= set(blue[0]):
         raise DataError(path, 1, "expected the columns sentence1, sentence2 and score")
     ours = {(s1, s2): (sentence_id, score) for sentence_id, s1, s2, score in rows}
@@ -163,7 +162,4 @@ def verify_against_blue(path: Path, rows: list[Pair]) -> tuple[dict, list[str]]:
 
 
 def _write(path: Path, rows: list[Pair]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["index", "sentence1", "sentence2", "score"])
-        writer.writerows(rows)
+    write_tsv(path, ["index", "sentence1", "sentence2", "score"], rows)

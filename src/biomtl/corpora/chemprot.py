@@ -24,11 +24,13 @@ offsets; here the offsets are mapped.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from pathlib import Path
 
 from syntok import segmenter
 
-from biomtl.corpora import sha256
+from biomtl.corpora.files import decode, read_text, sha256, write_tsv
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 
@@ -194,6 +196,8 @@ def read_split(archive: zipfile.ZipFile, members: Sequence[str], where: str) -> 
         _check(_PMID.fullmatch(pmid), path, line, f"PMID {pmid!r} is not a number")
         _check(pmid not in docs, path, line, f"PMID {pmid} occurs twice")
         docs[pmid] = Document(pmid, f"{title} {abstract}")
+    if not docs:
+        raise BiomtlError(f"{where}: {members[0]} holds no abstracts")
     for path, line, fields in entities:
         pmid, ident, kind, start, end, text = _fields(fields, 6, path, line)
         doc = _document(docs, pmid, path, line)
@@ -249,9 +253,10 @@ def _lines(archive: zipfile.ZipFile, name: str, where: str) -> Iterable[tuple[st
         raise BiomtlError(f"{where} has {len(found) or 'no'} member(s) named {name}; expected one")
     path = f"{where}:{found[0]}"
     try:
-        text = archive.read(found[0]).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, None, f"not UTF-8: {e}") from None
+        raw = archive.read(found[0])
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise BiomtlError(f"{path}: cannot unpack ({e})") from None
+    text = decode(raw, path)
     for number, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
         if line.strip():
@@ -528,12 +533,12 @@ def _describe(pmid: str, rel: Relation, reason: str) -> dict:
 def read_blue(path: Path) -> dict[str, tuple[str, list[str]]]:
     """A BLUE TSV (no header, CSV-quoted fields): ``{index: (sentence, labels)}``; an index may have two labels."""
     rows: dict[str, tuple[str, list[str]]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if len(row) != 3:
-                raise DataError(path, number, f"expected 3 tab-separated columns, found {len(row)}")
-            index, sentence, label = row
-            rows.setdefault(index, (sentence, []))[1].append(label)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t")
+    for row in reader:
+        if len(row) != 3:
+            raise DataError(path, reader.line_num, f"expected 3 tab-separated columns, found {len(row)}")
+        index, sentence, label = row
+        rows.setdefault(index, (sentence, []))[1].append(label)
     return rows
 
 
@@ -649,13 +654,8 @@ def prepare(corpora: Path, out: Path) -> dict:
 
 def _write(path: Path, rows: list[Row]) -> dict:
     """Write one split; returns its counts."""
-    labels: Counter[str] = Counter()
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["index", "sentence", "label"])
-        for row in rows:
-            writer.writerow([row.index, row.sentence, row.label])
-            labels[row.label] += 1
+    write_tsv(path, ["index", "sentence", "label"], [(row.index, row.sentence, row.label) for row in rows])
+    labels = Counter(row.label for row in rows)
     return {
         "rows": len(rows),
         "positives": len(rows) - labels[FALSE],

@@ -17,16 +17,16 @@ of which BLUE kept no pair at all (see :func:`prepare` and the manifest's ``diff
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from biomtl.corpora import sha256
+from biomtl.corpora.files import read_lines, sha256, utf8, write_tsv
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 
@@ -99,6 +99,7 @@ def clean(text: str) -> str:
 
 def parse_document(data: bytes, where: str) -> list[Pair]:
     """All pairs of one DDI XML document; ``where`` names the file in error messages."""
+    utf8(data, where)  # the corpus is UTF-8: a bad byte is reported as such, with its line and column
     try:
         root = ET.fromstring(data)
     except ET.ParseError as e:
@@ -154,12 +155,17 @@ def _line_of(data: bytes, ident: str) -> int | None:
 def read_pairs(zip_path: Path, parts: tuple[str, ...]) -> list[Pair]:
     """Pairs of every ``.xml`` member under ``parts`` of the corpus zip, in id order."""
     pairs = []
-    with zipfile.ZipFile(zip_path) as archive:
-        members = sorted(n for n in archive.namelist() if n.startswith(parts) and n.endswith(".xml"))
-        if not members:
-            raise BiomtlError(f"{zip_path} has no XML files under {', '.join(parts)}")
-        for member in members:
-            pairs += parse_document(archive.read(member), f"{zip_path}:{member}")
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = sorted(n for n in archive.namelist() if n.startswith(parts) and n.endswith(".xml"))
+            if not members:
+                raise BiomtlError(f"{zip_path} has no XML files under {', '.join(parts)}")
+            for member in members:
+                pairs += parse_document(archive.read(member), f"{zip_path}:{member}")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise BiomtlError(f"{zip_path} is not a readable zip file: {e}") from None
+    if not pairs:
+        raise BiomtlError(f"{zip_path} has no sentence pairs under {', '.join(parts)}")
     seen = Counter(p.id for p in pairs)
     duplicated = [i for i, n in seen.items() if n > 1]
     if duplicated:
@@ -175,11 +181,11 @@ def _id_key(pair_id: str) -> tuple[str, tuple[int, ...]]:
 def read_blue(path: Path) -> dict[str, tuple[str, str]]:
     """A BLUE TSV (no header, no quoting): ``{id: (sentence, label)}``."""
     rows = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for number, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-            if len(row) != 3:
-                raise DataError(path, number, f"expected 3 tab-separated columns, found {len(row)}")
-            rows[row[0]] = (row[1], row[2])
+    for number, line in enumerate(read_lines(path), start=1):
+        row = line.split("\t")
+        if len(row) != 3:
+            raise DataError(path, number, f"expected 3 tab-separated columns, found {len(row)}")
+        rows[row[0]] = (row[1], row[2])
     return rows
 
 
@@ -269,15 +275,11 @@ def _omitted_sentences(
 
 def _write(path: Path, pairs: list[Pair]) -> dict:
     """Write one split; returns its counts. A typeless positive pair cannot be written."""
-    labels: Counter[str] = Counter()
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["index", "sentence", "label"])
-        for pair in pairs:
-            if pair.label is None:
-                raise DataError(pair.source, pair.line, f'pair {pair.id} has ddi="true" but no type')
-            writer.writerow([pair.id, pair.sentence, pair.label])
-            labels[pair.label] += 1
+    typeless = next((pair for pair in pairs if pair.label is None), None)
+    if typeless is not None:
+        raise DataError(typeless.source, typeless.line, f'pair {typeless.id} has ddi="true" but no type')
+    write_tsv(path, ["index", "sentence", "label"], [(pair.id, pair.sentence, pair.label) for pair in pairs])
+    labels = Counter(pair.label for pair in pairs)
     return {
         "rows": len(pairs),
         "positives": len(pairs) - labels[FALSE],

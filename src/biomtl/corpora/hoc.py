@@ -5,18 +5,17 @@ sentence's hallmarks) and is evaluated per abstract, by the union of its sentenc
 sentences and adds the PMID as ``doc_id`` so that the union needs no parsing of ``index``. The split is
 defined by ``{split}_docid.txt``; the abstracts in each TSV must be exactly those.
 
-The TSVs are read as plain tab-separated lines, not with a CSV parser: two train sentences start with a ``"``
-token (``" Reactive " or activated stroma ...``), which a CSV parser would take for quoting and drop.
+The TSVs are read and written as plain tab-separated lines, not with a CSV parser: two train sentences start
+with a ``"`` token (``" Reactive " or activated stroma ...``), which a CSV parser would take for quoting and drop.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from pathlib import Path
 
-from biomtl.corpora import sha256
+from biomtl.corpora.files import read_lines, sha256, write_tsv
 from biomtl.errors import BiomtlError, DataError
 
 FOLDER = "HoC/blue"
@@ -62,8 +61,8 @@ def prepare(corpora: Path, out: Path) -> dict:
         quoted += sum(sentence.startswith('"') for _, _, sentence, _ in rows)
 
     differences = [
-        f"{quoted} sentences start with a '\"' token; the BLUE files are read as plain tab-separated lines "
-        "(a CSV parser would drop those quotes); the output is written with CSV quoting, so read it with one",
+        f"{quoted} sentences start with a '\"' token; the BLUE files are read and the output is written as plain "
+        "tab-separated lines, without CSV quoting (a CSV parser would drop those quotes)",
         "labels stay per sentence as in BLUE; the task label of an abstract is the union over its doc_id",
         f"mojibake (UTF-8 read as Latin-1, e.g. 'Î±' for 'α', 'Â±' for '±') repaired in {repaired['train']} / "
         f"{repaired['dev']} / {repaired['test']} train/dev/test sentences; BLUE's files keep it",
@@ -85,9 +84,7 @@ def read_sentences(path: Path) -> tuple[list[Row], int]:
 
     The PMID is split off ``index``; labels are checked against :data:`LABELS` and sorted.
     """
-    with open(path, encoding="utf-8", newline="") as f:
-        # Split on "\n" only: str.splitlines() would also break at the U+0085 of mojibake.
-        lines = [line.removesuffix("\r") for line in f.read().split("\n")]
+    lines = read_lines(path)  # split on "\n" only: str.splitlines() would also break at the U+0085 of mojibake
     if not lines or lines[0].split("\t") != ["index", "sentence", "labels"]:
         raise DataError(path, 1, "expected the header 'index<TAB>sentence<TAB>labels'")
     rows, repaired = [], 0
@@ -110,6 +107,8 @@ def read_sentences(path: Path) -> tuple[list[Row], int]:
         text = repair_mojibake(sentence.strip())
         repaired += text != sentence.strip()
         rows.append((index, match[1], text, ",".join(names)))
+    if not rows:
+        raise DataError(path, None, "no sentences")
     return rows, repaired
 
 
@@ -134,7 +133,7 @@ def repair_mojibake(text: str) -> str:
 
 def check_doc_ids(tsv: Path, docids: Path, rows: list[Row]) -> None:
     """Raise unless the abstracts in ``rows`` are exactly the PMIDs listed in ``docids`` (once each)."""
-    listed = [line.strip() for line in docids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    listed = [line.strip() for line in read_lines(docids) if line.strip()]
     duplicates = sorted(pmid for pmid, n in Counter(listed).items() if n > 1)
     if duplicates:
         raise DataError(docids, None, f"PMID(s) listed twice: {', '.join(duplicates[:10])}")
@@ -163,7 +162,4 @@ def _count(rows: list[Row]) -> dict:
 
 
 def _write(path: Path, rows: list[Row]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(["index", "doc_id", "sentence", "labels"])
-        writer.writerows(rows)
+    write_tsv(path, ["index", "doc_id", "sentence", "labels"], rows)

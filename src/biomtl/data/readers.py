@@ -9,7 +9,6 @@ given) the reader records it and goes on, so ``biomtl validate`` can report ever
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biomtl.config import DatasetSpec, resolve_data_path
+from biomtl.corpora.files import line_problem
 from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError, ConfigError, DataError
 from biomtl.tasks import TaskType, make_task
@@ -88,55 +88,58 @@ def _column(row: Any, key: str | int, header: list[str] | None) -> Any:
 
 
 def _read_tsv(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
+    """Each non-blank line after the header is one row, its fields split at every tab, taken literally: corpus
+    text is not CSV-quoted, and a ``"`` is a character like any other (a CSV parser would join the lines from
+    one ``"`` to the next). A line that gives no example is reported, so no row is ever lost silently."""
     columns = spec.columns
     examples = []
-    lines = _lines(path)
     header: list[str] | None = None
     width: int | None = None
-    # csv handles quoted fields (ChemProt, BIOSSES); we feed it decoded lines so bad bytes keep their line.
-    numbered: list[tuple[int, str]] = []
     try:
-        for number, text in lines:
-            numbered.append((number, text))
+        numbered = list(_lines(path))  # all lines first, so that a bad byte is reported before anything else
     except DataError as e:
         report(e)
         return []
-    reader = csv.reader((t for _, t in numbered), delimiter="\t")
-    line_of = [n for n, _ in numbered]
-    row_index = 0
-    try:
-        for row in reader:
-            line = line_of[min(reader.line_num, len(line_of)) - 1]
-            row_index += 1
-            if not row or all(not c.strip() for c in row):
-                continue
-            if spec.header and header is None:
-                header = [c.strip() for c in row]
-                width = len(header)
-                missing = [str(c) for c in columns.values() if isinstance(c, str) and c not in header]
-                if missing:
-                    report(DataError(path, line, f"missing column(s) {', '.join(missing)} (header has {', '.join(header)}; columns: in {spec.config_path})"))
-                    return []
-                continue
-            if width is None:
-                width = len(row)
-                too_far = [c for c in columns.values() if isinstance(c, int) and c >= width]
-                named = [c for c in columns.values() if isinstance(c, str)]
-                if named:
-                    report(DataError(path, line, f"columns {', '.join(named)} are named but the file has no header (set header: true in {spec.config_path})"))
-                    return []
-                if too_far:
-                    report(DataError(path, line, f"column {too_far[0]} does not exist (the row has {width} columns)"))
-                    return []
-            if len(row) != width:
-                report(DataError(path, line, f"expected {width} tab-separated columns, found {len(row)}"))
-                continue
-            example = _example_from_row(spec, path, line, row, header, row_index, report)
-            if example is not None:
-                examples.append(example)
-    except csv.Error as e:
-        report(DataError(path, line_of[min(reader.line_num, len(line_of)) - 1] if line_of else None, f"malformed TSV: {e}"))
+    for line, text in numbered:  # the line number doubles as the default id (as the row number did)
+        row = text.split("\t")
+        if all(not c.strip() for c in row):
+            continue
+        problem = line_problem(text)
+        if problem:
+            report(DataError(path, line, problem))
+            continue
+        if spec.header and header is None:
+            header = [c.strip() for c in row]
+            width = len(header)
+            missing = [str(c) for c in columns.values() if isinstance(c, str) and c not in header]
+            if missing:
+                report(DataError(path, line, f"missing column(s) {', '.join(missing)} (header has {', '.join(header)}; columns: in {spec.config_path})"))
+                return []
+            continue
+        if width is None:
+            width = len(row)
+            too_far = [c for c in columns.values() if isinstance(c, int) and c >= width]
+            named = [c for c in columns.values() if isinstance(c, str)]
+            if named:
+                report(DataError(path, line, f"columns {', '.join(named)} are named but the file has no header (set header: true in {spec.config_path})"))
+                return []
+            if too_far:
+                report(DataError(path, line, f"column {too_far[0]} does not exist (the row has {width} columns)"))
+                return []
+        if len(row) != width:
+            separators = sorted({f"U+{ord(c):04X}" for c in text if c in _OTHER_LINE_BREAKS})
+            note = f" (only LF ends a line, not {', '.join(separators)})" if separators else ""
+            report(DataError(path, line, f"expected {width} tab-separated columns, found {len(row)}{note}"))
+            continue
+        example = _example_from_row(spec, path, line, row, header, line, report)
+        if example is not None:
+            examples.append(example)
     return examples
+
+
+# Characters that str.splitlines() and some editors take for line breaks; in a data file only LF (or CRLF) ends a
+# line, so a file broken by these reads as long lines, which the column count catches.
+_OTHER_LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def _example_from_row(
