@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from biomtl.atomic import atomic_write_text
 from biomtl.errors import BiomtlError, ConfigError
 
 log = logging.getLogger("biomtl")
@@ -173,10 +173,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictions = predictor.predict(task, inputs, source=source, lines=numbers)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if out is not None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(lines)
-        os.replace(tmp, out)
+        atomic_write_text(out, lines)
     else:
         sys.stdout.write(lines)
     return 0

@@ -14,12 +14,11 @@ import importlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from biomtl import __version__
+from biomtl.atomic import atomic_dir
 from biomtl.corpora.files import check_sources, sha256
 from biomtl.errors import BiomtlError, OutputExistsError
 
@@ -109,8 +108,8 @@ def prepare(
             if task in manifests:
                 continue
             log.info("preparing %s", task)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=out))
-            try:
+
+            def write(tmp: Path, task: str = task) -> None:
                 manifest = _convert(task, corpora, tmp, verify)
                 manifest["output_files"] = {
                     p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
@@ -118,13 +117,9 @@ def prepare(
                     if p.is_file()
                 }
                 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-                if (out / task).exists():
-                    shutil.rmtree(out / task)
-                os.replace(tmp, out / task)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-            manifests[task] = manifest
+                manifests[task] = manifest
+
+            atomic_dir(out / task, write)
     except BaseException:
         for folder in made:  # innermost first
             if not any(folder.iterdir()):
@@ -148,12 +143,11 @@ def official_files(task: str) -> dict[str, tuple[int | None, str]]:
 def _convert(task: str, corpora: Path, out: Path, verify: bool) -> dict:
     """Run the task's converter into ``out``; returns the manifest without ``output_files``."""
     part = _preparer(task)(corpora, out)
-    manifest = {"task": task, "biomtl_version": __version__, "format_version": FORMAT_VERSION, "verified": verify}
-    manifest |= part
-    manifest["reference_mismatches"] = reference_mismatches(part)
-    for mismatch in manifest["reference_mismatches"]:
+    mismatches = reference_mismatches(part)
+    for mismatch in mismatches:
         log.warning("%s: %s", task, mismatch)
-    return manifest
+    head = {"task": task, "biomtl_version": __version__, "format_version": FORMAT_VERSION, "verified": verify}
+    return {**head, **part, "reference_mismatches": mismatches}
 
 
 UNITS = ("mentions", "positives", "pairs", "abstracts")  # what the reference counts count, per task
