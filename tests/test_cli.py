@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import yaml
+from interruption import interrupted_after
 
 from biomtl.cli import main
 from biomtl.config import RunConfig
@@ -61,8 +62,9 @@ def test_train_predict_end_to_end(tmp_path, tiny_encoder, toy_tasks, capsys):
 def test_interrupted_run_resumes_from_cli(tmp_path, tiny_encoder, toy_tasks):
     path = _write_run(tmp_path, tiny_encoder, toy_tasks, checkpoint_every=3)
     config = RunConfig.from_dict(yaml.safe_load(path.read_text()))
-    partial = train(config, progress=False, stop_after_steps=7)
-    assert partial["interrupted"] and not (tmp_path / "run" / "result.json").exists()
+    with interrupted_after(7):
+        train(config, progress=False)
+    assert not (tmp_path / "run" / "result.json").exists()
     assert main(["train", str(path)]) == 2  # refuses to clobber
     assert main(["train", str(path), "--resume", "--quiet"]) == 0
     assert (tmp_path / "run" / "result.json").is_file()

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from biomtl.errors import BiomtlError
 from biomtl.model import MultiTaskModel, default_encoder_path, load_encoder
 from biomtl.tasks import load_dataset_spec
+from biomtl.train import train
 
 
 def _half_copy(source: str, dest: Path, dtype: torch.dtype) -> Path:
@@ -64,3 +65,14 @@ def test_environment_names_the_default_encoder(tiny_encoder, monkeypatch):
     model = MultiTaskModel.from_encoder(None, {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")})
     assert model.encoder.config.hidden_size == 32
     assert model.encoder_name == tiny_encoder  # recorded in biomtl.json, not "the embedded default"
+
+
+def test_max_length_must_fit_the_encoder(run_config, tmp_path):
+    """The tiny BERT has 128 positions; a longer max_length is refused when the model is built, before any
+    output is written."""
+    config = run_config(["toy-ner"], max_length=129, output_dir=str(tmp_path / "run"))
+    with pytest.raises(BiomtlError, match=r"^max_length: 129 is more than the encoder's max_position_embeddings "
+                                          r"\(128\); set max_length to 128 or less$"):
+        train(config, progress=False)
+    assert not (tmp_path / "run").exists()
+    assert train(run_config(["toy-ner"], max_length=128, epochs=1, output_dir=str(tmp_path / "ok")), progress=False)

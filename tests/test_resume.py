@@ -1,7 +1,7 @@
 """Resume: a run killed mid-epoch and resumed ends bit-identical to an uninterrupted run with the same seed.
 
 The slow test is the real thing: `biomtl train` in a subprocess, ``kill -9`` once a mid-epoch checkpoint
-exists, then `biomtl train --resume`. The fast test interrupts in-process with ``stop_after_steps``.
+exists, then `biomtl train --resume`. The fast test interrupts in-process (``interruption.interrupted_after``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from conftest import write_toy_tasks
+from interruption import interrupted_after
 from safetensors.torch import load_file
 
 from biomtl.train import CHECKPOINT, find_checkpoint, train
@@ -50,8 +51,9 @@ def test_stopped_run_resumes_identically(run_config, tmp_path):
     straight = run_config(output_dir=str(tmp_path / "straight"), checkpoint_every=5)
     train(straight, progress=False)
     config = run_config(output_dir=str(tmp_path / "resumed"), checkpoint_every=5)
-    partial = train(config, progress=False, stop_after_steps=13)
-    assert partial == {"interrupted": True, "global_step": 13}
+    with interrupted_after(13):
+        train(config, progress=False)
+    assert not (tmp_path / "resumed" / "result.json").exists()
     state = json.loads((tmp_path / "resumed" / CHECKPOINT / "state.json").read_text())
     assert (state["epoch"], state["global_step"]) == (0, 10)  # resumes mid-epoch, 3 steps are redone
     train(config, progress=False, resume=True)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from interruption import interrupted_after
 from safetensors.torch import load_file
 
 import biomtl
@@ -92,7 +95,8 @@ class _Payload:
 
 def test_a_checkpoint_with_code_in_it_is_refused_not_run(run_config, tmp_path, capsys):
     config = run_config(tasks=["toy-ner"], checkpoint_every=2)
-    train(config, progress=False, stop_after_steps=3)
+    with interrupted_after(3):
+        train(config, progress=False)
     marker = tmp_path / "pwned"
     optimizer_file = Path(config.output_dir) / CHECKPOINT / "optimizer.pt"
     optimizer_file.write_bytes(pickle.dumps({"optimizer": _Payload(marker)}, protocol=2))
@@ -133,6 +137,27 @@ def test_train_refuses_an_existing_output_dir_then_replaces_it_with_overwrite(ru
 
     assert main(["train", str(run_yaml), "--overwrite", "--quiet"]) == 0
     assert not (out / "keep.txt").exists() and (out / "result.json").is_file()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_outputs_are_as_readable_as_any_file_the_user_writes(finished_run, tmp_path):
+    """Written through private temporaries (mkdtemp/mkstemp make them 0o700/0o600), outputs still end up
+    with the permissions of the user's umask."""
+    umask = _umask()
+    for directory in ("best", CHECKPOINT):
+        assert stat.S_IMODE((finished_run / directory).stat().st_mode) == 0o777 & ~umask, directory
+    for file in ("result.json", "metrics.jsonl"):
+        assert stat.S_IMODE((finished_run / file).stat().st_mode) == 0o666 & ~umask, file
+    text = tmp_path / "doc.txt"
+    text.write_text("Aspirin and naloxone.")
+    output = tmp_path / "out.jsonl"
+    assert main(["predict", str(finished_run / "best"), "--task", "toy-ner", "--input", str(text), "--output", str(output)]) == 0
+    assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask
 
 
 def test_predict_refuses_an_existing_output_file_then_replaces_it_with_overwrite(finished_run, tmp_path, capsys):
@@ -179,7 +204,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_config, tm
     """24 toy sentences, batch 4: 6 steps an epoch. Checkpoints every 2 steps; the loss breaks at step 4 and
     the check at step 4 stops the run and the checkpoint of step 2 is what is left."""
     clean = run_config(tasks=["toy-ner"], checkpoint_every=2, log_every=100, output_dir=str(tmp_path / "clean"))
-    train(clean, progress=False, stop_after_steps=2)
+    with interrupted_after(2):
+        train(clean, progress=False)
 
     config = run_config(tasks=["toy-ner"], checkpoint_every=2, log_every=100)
     run_yaml = tmp_path / "run.yaml"

@@ -179,9 +179,9 @@ def read_yaml(path: str | Path) -> dict:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: {problem}") from None
+        raise ConfigError(f"{where}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -358,6 +358,7 @@ def resolve_data_path(template: str, spec: DatasetSpec, corpora: Path | None, pr
 SAMPLING = ("proportional", "temperature", "round_robin")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLING = ("cls", "mean")
+DEFAULT_MAX_LENGTH = 128  # sub-words per sequence, [CLS] and [SEP] included
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,7 @@ class RunConfig:
     warmup: float = 0.1
     grad_clip: float = 1.0
     dropout: float = 0.1
-    max_length: int = 128
+    max_length: int = DEFAULT_MAX_LENGTH
     pooling: str = "cls"
     sampling: str = "proportional"
     temperature: float = 2.0

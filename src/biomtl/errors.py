@@ -42,3 +42,7 @@ class ModelDirError(BiomtlError):
 
 class OutputExistsError(BiomtlError):
     """An output path exists and ``--overwrite`` was not given."""
+
+
+class TrainingError(BiomtlError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the config)."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from biomtl import __version__
-from biomtl.config import DatasetSpec
+from biomtl.atomic import atomic_dir
+from biomtl.config import DEFAULT_MAX_LENGTH, DatasetSpec, RunConfig
 from biomtl.errors import BiomtlError, ModelDirError
-from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, make_task
+from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,6 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise BiomtlError(f"encoder '{source}': cannot load its config ({str(e).splitlines()[0]})") from None
-    if dropout is not None:
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if hasattr(config, key):
-                setattr(config, key, dropout)
     kwargs = {"config": config, "attn_implementation": "sdpa"}
     try:
         encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
@@ -93,7 +88,30 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
     # model directory describes its weights.
     encoder = encoder.float()
     encoder.config.dtype = torch.float32
+    if dropout is not None:
+        set_encoder_dropout(encoder, dropout)
     return encoder, load_tokenizer(source)
+
+
+def set_encoder_dropout(encoder: nn.Module, p: float) -> None:
+    """Set every dropout of ``encoder`` to ``p``: its config (what a saved model directory records) and each
+    ``nn.Dropout`` module (what runs; BERT's attention also reads its dropout module's ``p``)."""
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(encoder.config, key):
+            setattr(encoder.config, key, p)
+    for module in encoder.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+def check_max_length(max_length: int, encoder_config: Any) -> None:
+    """A one-line error when sequences of ``max_length`` sub-words do not fit the encoder's positions."""
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise BiomtlError(
+            f"max_length: {max_length} is more than the encoder's max_position_embeddings ({positions}); "
+            f"set max_length to {positions} or less"
+        )
 
 
 class MultiTaskModel(nn.Module):
@@ -110,10 +128,11 @@ class MultiTaskModel(nn.Module):
         specs: dict[str, DatasetSpec],
         dropout: float = 0.1,
         pooling: str = "cls",
-        max_length: int = 128,
+        max_length: int = DEFAULT_MAX_LENGTH,
         encoder_name: str | None = None,
     ) -> None:
         super().__init__()
+        check_max_length(max_length, encoder.config)
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.specs = dict(specs)
@@ -159,29 +178,20 @@ class MultiTaskModel(nn.Module):
         }
 
     def save(self, directory: str | Path) -> None:
-        """Write the model directory atomically (a temporary sibling, then rename)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        """Write the model directory atomically (:func:`biomtl.atomic.atomic_dir`)."""
+
+        def write(tmp: Path) -> None:
             (tmp / ENCODER_DIR).mkdir()
-            self.encoder.config.save_pretrained(tmp / ENCODER_DIR)
+            encoder_config: Any = self.encoder.config  # a module attribute, typed Tensor | Module
+            encoder_config.save_pretrained(tmp / ENCODER_DIR)
             self.tokenizer.save_pretrained(tmp / ENCODER_DIR)
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
             (tmp / MANIFEST).write_text(json.dumps(self.describe(), indent=2) + "\n")
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        atomic_dir(directory, write)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> MultiTaskModel:
@@ -215,7 +225,7 @@ class MultiTaskModel(nn.Module):
             specs,
             dropout=desc.get("dropout", 0.1),
             pooling=desc.get("pooling", "cls"),
-            max_length=desc.get("max_length", 128),
+            max_length=desc.get("max_length", DEFAULT_MAX_LENGTH),
             encoder_name=desc.get("encoder", {}).get("name"),
         )
         try:
@@ -261,3 +271,32 @@ def read_manifest(directory: Path) -> dict:
             f"{path}: format_version {version} is newer than this biomtl supports ({FORMAT_VERSION}); upgrade biomtl"
         )
     return desc
+
+
+def build_model(config: RunConfig) -> MultiTaskModel:
+    """The model a run config describes: a fresh encoder with new heads, or (``init_from``, the fine-tune stage)
+    an earlier run's encoder, with that run's heads when ``keep_heads``.
+
+    >>> build_model(RunConfig(tasks=["biosses"], output_dir="runs/biosses"))  # doctest: +SKIP
+    """
+    specs = {}
+    for entry in config.tasks:
+        spec = load_dataset_spec(entry)
+        specs[spec.name] = spec
+    if not config.init_from:
+        return MultiTaskModel.from_encoder(
+            config.encoder, specs, dropout=config.dropout, pooling=config.pooling, max_length=config.max_length
+        )
+    source = MultiTaskModel.load(config.init_from)
+    set_encoder_dropout(source.encoder, config.dropout)
+    model = MultiTaskModel(
+        source.encoder, source.tokenizer, specs, dropout=config.dropout, pooling=config.pooling,
+        max_length=config.max_length, encoder_name=source.encoder_name,
+    )
+    if config.keep_heads:
+        missing = [t for t in specs if t not in source.heads]
+        if missing:
+            raise BiomtlError(f"keep_heads: {config.init_from} has no head for {', '.join(missing)}")
+        for t in specs:
+            model.heads[t].load_state_dict(source.heads[t].state_dict())
+    return model

@@ -20,29 +20,19 @@ import torch
 
 from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError
+from biomtl.inference import autocast, autocast_dtype, predict_features
 from biomtl.model import MultiTaskModel
 from biomtl.tasks.base import pad_inputs
 from biomtl.tasks.tagging import window_features, word_pieces, words_with_offsets
-from biomtl.train import autocast, predict_features
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run natively (AVX512-BF16/AMX on a CPU, Ampere or newer on a GPU)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """``None`` is fp32. ``auto`` is bf16 where the hardware has native bf16 (measured 2x faster on a 2-core
-    AVX512-BF16 CPU with identical BC5CDR entities; BENCHMARKS.md), fp32 elsewhere."""
+    """The predictor's ``--precision`` (auto, fp32 or bf16) as :func:`biomtl.inference.autocast_dtype` resolves
+    it; ``auto`` is bf16 where the hardware computes it natively (2x faster on a 2-core AVX512-BF16 CPU with
+    identical BC5CDR entities; BENCHMARKS.md), fp32 elsewhere."""
     if precision not in ("auto", "fp32", "bf16"):
         raise BiomtlError(f"--precision: unknown value '{precision}'; choose auto, fp32 or bf16")
-    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
-        return torch.bfloat16
-    return None
+    return autocast_dtype(precision, device)
 
 
 class Predictor:
