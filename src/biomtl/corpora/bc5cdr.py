@@ -183,7 +183,7 @@ def split_sentences(text: str, start: int, end: int, protected: list[Span]) -> l
     ['Rats got 5 mg i.v. twice.', 'Dose was e. g. low.', 'Then (n = 3. A) died.']
     """
     enclosed = _bracketed(text, start, end) + protected
-    sentences = []
+    sentences: list[Span] = []
     begin = _skip_space(text, start, end)
     for match in _BREAK.finditer(text, start, end):
         stop = match.end()
@@ -267,7 +267,10 @@ Converted = list[tuple[Document, list[list[Span]], list[list[str]]]]  # (documen
 
 
 def _prepare(corpora: Path, out: Path, entity: str) -> dict:
-    sources, counts, agreement, differences = [], {}, {}, []
+    sources: list[dict] = []
+    counts: dict[str, dict] = {}
+    agreement: dict[str, dict | None] = {}
+    differences: list[str] = []
     for split, name in SPLIT_FILES.items():
         path = corpora / ORIGINAL / name
         if not path.is_file():
@@ -418,9 +421,10 @@ def compare_with_iob(converted: Converted, iob: list[list[tuple[str, str]]]) -> 
     """
     flat = [(i, token, tag) for i, sent in enumerate(iob) for token, tag in sent]
     stream = "".join(token for _, token, _ in flat)
-    token_at, position = {}, 0
-    for k, (_, token, _) in enumerate(flat):
-        token_at[position] = k
+    token_at: dict[int, int] = {}  # offset in ``stream`` -> index in ``flat`` of the token starting there
+    position = 0
+    for index, (_, token, _) in enumerate(flat):
+        token_at[position] = index
         position += len(token)
 
     n = dict.fromkeys(["sentences", "tokens", "mentions"], 0)
@@ -451,14 +455,14 @@ def compare_with_iob(converted: Converted, iob: list[list[tuple[str, str]]]) -> 
         same_tags += sum(their_tags[span] == tag for span, tag in common)
         our_sents, their_sents = _sentence_spans(ours), _sentence_spans(theirs)
         our_mentions, their_mentions = _mention_spans(ours), _mention_spans(theirs)
-        for key, a, b in (
+        for key, ours_of_key, theirs_of_key in (
             ("tokens", {span for _, span, _ in ours}, set(their_tags)),
             ("sentences", our_sents, their_sents),
             ("mentions", our_mentions, their_mentions),
         ):
-            n[key] += len(a)
-            iob_n[key] += len(b)
-            same[key] += len(a & b)
+            n[key] += len(ours_of_key)
+            iob_n[key] += len(theirs_of_key)
+            same[key] += len(ours_of_key & theirs_of_key)
 
         for start in sorted({s for s, _ in our_sents} ^ {s for s, _ in their_sents}):
             who = "only we break" if start in {s for s, _ in our_sents} else "only the IOB file breaks"
@@ -476,12 +480,13 @@ def compare_with_iob(converted: Converted, iob: list[list[tuple[str, str]]]) -> 
             if not any(s < b and a < e for s, e in our_mentions):
                 notes.append(f"PMID {doc.pmid}: tagged {text[a:b]!r} ({a}-{b}) is no official mention")
 
-    stats = {}
-    for key in ("sentences", "tokens", "mentions"):
-        stats[key] = {"ours": n[key], "iob": iob_n[key], "same": same[key]}
-    stats["tokens"]["same_tag_on_same_token"] = same_tags
-    stats["token_agreement"] = round(same["tokens"] / max(n["tokens"], 1), 5)
-    stats["tag_agreement"] = round(same_tags / max(same["tokens"], 1), 5)
+    counted = {key: {"ours": n[key], "iob": iob_n[key], "same": same[key]} for key in ("sentences", "tokens", "mentions")}
+    counted["tokens"]["same_tag_on_same_token"] = same_tags
+    stats = {
+        **counted,
+        "token_agreement": round(same["tokens"] / max(n["tokens"], 1), 5),
+        "tag_agreement": round(same_tags / max(same["tokens"], 1), 5),
+    }
     return stats, notes
 
 
