@@ -65,10 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from biomtl.config import RunConfig
     from biomtl.data.readers import read_split
+    from biomtl.inference import resolve_device
     from biomtl.model import default_encoder_path, load_tokenizer
     from biomtl.tasks import load_dataset_spec
     from biomtl.tasks.tagging import TaggingTask
-    from biomtl.train import resolve_device, train
+    from biomtl.train import train
 
     prepared = prepared_dir(args.prepared)
     device = resolve_device("auto")

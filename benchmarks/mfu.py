@@ -2,9 +2,10 @@
 
 The model is a :class:`biomtl.model.MultiTaskModel`: a randomly initialised BERT-base encoder (hidden 768,
 12 layers, 12 heads, intermediate 3072, the embedded tokenizer's 30,522-word vocabulary, SDPA attention)
-and one token-classification head. The step is the one in :func:`biomtl.train.train`: task-homogeneous
-batches from :class:`~biomtl.data.sampler.TaskBatchSampler` (length-grouped, dynamically padded), autocast,
-loss, backward, gradient clipping, AdamW (fused on CUDA), LR schedule, optional ``torch.compile``.
+and one token-classification head. The step is :func:`biomtl.train.train_step`, the one the training loop
+runs: task-homogeneous batches from :class:`~biomtl.data.sampler.TaskBatchSampler` (length-grouped,
+dynamically padded), autocast, loss, backward, gradient clipping, AdamW (fused), LR schedule, optional
+``torch.compile``.
 
 Batch lengths follow the BLUE length distribution: every train feature of the study's six tasks
 (``configs/studies/blue-public.yaml``), encoded by its own task type with the embedded tokenizer at
@@ -119,8 +120,9 @@ def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tupl
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from biomtl.config import DatasetSpec, MetricSpec, RunConfig
     from biomtl.data.sampler import TaskBatchSampler
+    from biomtl.inference import autocast_dtype, resolve_device
     from biomtl.model import MultiTaskModel, default_encoder_path, load_tokenizer
-    from biomtl.train import autocast, autocast_dtype, lr_factor, make_optimizer, resolve_device
+    from biomtl.train import make_optimizer, make_scheduler, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,26 +161,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = RunConfig(tasks=["tagger"], output_dir="-")
     optimizer = make_optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, int(0.1 * total)))
+    scheduler = make_scheduler(optimizer, total, 0.1)
     forward = torch.compile(model, dynamic=True) if args.compile else model
     pad_id = tokenizer.pad_token_id
     loss_sum = torch.zeros((), device=device)
     model.train()
 
     def step(feats: list[dict[str, Any]]) -> None:
-        # The inner step of biomtl.train.train.
         nonlocal loss_sum
-        batch = task.collate(feats, pad_id)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, dtype):
-            logits = forward("tagger", batch)
-        loss = task.loss(logits, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach()
+        batch = {k: v.to(device, non_blocking=True) for k, v in task.collate(feats, pad_id).items()}
+        loss_sum += train_step(model, "tagger", batch, optimizer, scheduler, grad_clip=config.grad_clip, dtype=dtype,
+                               forward=forward)
 
     with Timer(device) as warm:
         for feats in batches[: args.warmup_steps]:

@@ -193,6 +193,22 @@ def make_optimizer(model: MultiTaskModel, config: RunConfig, device: torch.devic
     return torch.optim.AdamW(param_groups, lr=config.lr, fused=fused)
 
 
+def make_sampler(data: dict[str, TaskData], config: RunConfig) -> TaskBatchSampler:
+    """Task-homogeneous batches over every task's train features (:mod:`biomtl.data.sampler`)."""
+    lengths = {t: [len(f["input_ids"]) for f in td.features["train"]] for t, td in data.items()}
+    return TaskBatchSampler(
+        lengths, config.batch_size, config.sampling, config.seed, config.temperature, config.group_by_length
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`lr_factor` per step; ``warmup`` is a fraction of ``total_steps``."""
+    warmup_steps = int(warmup * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
+
+
 def train_step(
     model: MultiTaskModel,
     task: str,
@@ -307,18 +323,11 @@ def train(
     prepare_output_dir(out, resume, overwrite)  # only now: a run that fails to start leaves nothing behind
     model.to(device)
 
-    sampler = TaskBatchSampler(
-        {t: [len(f["input_ids"]) for f in td.features["train"]] for t, td in data.items()},
-        config.batch_size, config.sampling, config.seed, config.temperature, config.group_by_length,
-    )
-    total_steps = sampler.steps_per_epoch() * config.epochs
-    warmup = int(config.warmup * total_steps)
+    sampler = make_sampler(data, config)
     optimizer = make_optimizer(model, config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+    scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
     forward = torch.compile(model, dynamic=True) if config.compile else model
-    state = TrainState.start(list(data), device)
-    if resuming:
-        state = _resume(out, model, optimizer, scheduler, list(data), device)
+    state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
 
@@ -369,14 +378,12 @@ def train(
     return _finish(out, config, state, data, device, dtype)
 
 
-def _resume(
-    out: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any, tasks: list[str], device: torch.device
-) -> TrainState:
+def _resume(out: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any, device: torch.device) -> TrainState:
     """The state of an interrupted run, with weights, optimizer, scheduler and RNGs restored."""
     recover_interrupted_saves(out)
     ckpt = find_checkpoint(out)
     assert ckpt is not None  # check_output_dir found it
-    state = TrainState.from_json(load_checkpoint(ckpt, model, optimizer, scheduler), tasks, device)
+    state = TrainState.from_json(load_checkpoint(ckpt, model, optimizer, scheduler), list(model.specs), device)
     log.info("resuming %s at epoch %d step %d", out, state.epoch + 1, state.step_in_epoch)
     return state
 
