@@ -10,9 +10,12 @@ import torch
 import yaml
 
 from biomtl.errors import ConfigError
-from biomtl.experiments import study as study_mod
+from biomtl.experiments import execute as study_mod  # where the study calls train
+from biomtl.experiments.execute import StudyError
 from biomtl.experiments.pairwise import run_pairwise
-from biomtl.experiments.study import StudyError, load_study, run_study, study_runs
+from biomtl.experiments.plan import study_runs
+from biomtl.experiments.schema import load_study
+from biomtl.experiments.study import run_study
 from biomtl.model import MultiTaskModel
 from biomtl.train import build_model
 

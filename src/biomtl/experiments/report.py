@@ -3,20 +3,27 @@
 Scores stay in [0, 1] everywhere in JSON (as in each run's ``result.json``); tables and figures show them
 ×100 with one decimal, as papers do. ``sd`` is the sample standard deviation over seeds (n − 1 in the
 denominator); with one seed there is none and only the mean is shown.
+
+* a study (ST / MTL / MTL-FT) → ``results.json`` (:func:`summarize_study`), ``results.md``;
+* a pairwise study → ``pairwise.json`` (:func:`summarize_pairwise`), ``pairwise.md``, ``pairwise.png``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from biomtl.experiments.schema import SETTINGS, Study, pair_name, run_name, st_name
+
 log = logging.getLogger(__name__)
 
 SCALE = 100.0
 CURVE = "learning_curve.png"
+LABELS = {"st": "ST", "mtl": "MTL", "mtl_ft": "MTL-FT"}
 
 
 def summarize(values: list[float | None]) -> dict[str, Any] | None:
@@ -65,6 +72,166 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def main_score(result: dict, split: str, task: str) -> float | None:
+    """``task``'s main metric on ``split`` in a run's result (``None`` when that split was not scored)."""
+    scores = (result.get(split) or {}).get(task)
+    return None if scores is None else float(scores[result["main_metric"][task]])
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The study: ST / MTL / MTL-FT per task
+
+
+def summarize_study(study: Study, results: dict[tuple[int, str], dict]) -> dict:
+    """``results.json``: per task and split, mean ± sd over seeds of each setting and of MTL-FT − ST."""
+    tasks, seeds = list(study.tasks), study.seeds
+    main_metric = {t: results[(seeds[0], st_name(t))]["main_metric"][t] for t in tasks}
+    summary: dict[str, Any] = {
+        "study": study.source,
+        "profile": study.profile,
+        "output_dir": str(study.output_dir),
+        "seeds": seeds,
+        "tasks": tasks,
+        "main_metric": main_metric,
+        "settings": {s: LABELS[s] for s in SETTINGS},
+        "note": "scores in [0, 1]; mean and sample sd (n-1) over seeds; 'values' follow the order of 'seeds'; "
+                "delta = MTL-FT - ST per seed; 'average' averages the tasks per seed first",
+    }
+    for split in ("test", "dev"):
+        summary[split] = _study_table(results, tasks, seeds, split)
+    summary["runs"] = {
+        f"seed{seed}/{name}": {
+            "best_epoch": result["best_epoch"],
+            "dev": {t: main_score(result, "dev", t) for t in result["tasks"]},
+            "test": {t: main_score(result, "test", t) for t in result["tasks"]},
+        }
+        for (seed, name), result in results.items()
+    }
+    return summary
+
+
+def _study_table(results: dict[tuple[int, str], dict], tasks: list[str], seeds: list[int], split: str) -> dict:
+    """One split of ``results.json``: a row per task and the average, each setting's and Δ's statistics."""
+    # per_seed[setting][task] = one value per seed
+    per_seed = {
+        s: {t: [main_score(results[(seed, run_name(s, t))], split, t) for seed in seeds] for t in tasks}
+        for s in SETTINGS
+    }
+    table: dict[str, dict[str, Any]] = {}
+    for t in tasks:
+        row: dict[str, Any] = {s: summarize(per_seed[s][t]) for s in SETTINGS}
+        row["delta"] = summarize(
+            [_difference(a, b) for a, b in zip(per_seed["mtl_ft"][t], per_seed["st"][t], strict=True)]
+        )
+        table[t] = row
+    averages = {s: [_mean([per_seed[s][t][k] for t in tasks]) for k in range(len(seeds))] for s in SETTINGS}
+    table["average"] = {s: summarize(averages[s]) for s in SETTINGS}
+    table["average"]["delta"] = summarize(
+        [_difference(a, b) for a, b in zip(averages["mtl_ft"], averages["st"], strict=True)]
+    )
+    return table
+
+
+def study_markdown(summary: dict) -> str:
+    """``results.md``: a test and a dev table, one row per task plus the average, ×100."""
+    seeds = ", ".join(map(str, summary["seeds"]))
+    profile = f", profile `{summary['profile']}`" if summary["profile"] else ""
+    n = len(summary["seeds"])
+    spread = f"mean ± sample sd over seeds {seeds} (n = {n})." if n > 1 else f"seed {seeds} (one seed: no sd)."
+    parts = [
+        f"# Study `{summary['study']}`{profile}\n",
+        f"Main metric per task ×100, {spread} "
+        "ST: single-task; MTL: one model on all tasks (MT-BERT-Refinement); MTL-FT: MTL encoder fine-tuned "
+        "per task (MT-BERT-Fine-Tune). Δ = MTL-FT − ST, per seed, then mean ± sd. Average: mean over tasks "
+        "per seed, then over seeds. Dev scores are at each run's selected (best mean dev) epoch.\n",
+    ]
+    header = ["Task", "Metric", *[LABELS[s] for s in SETTINGS], "Δ MTL-FT − ST"]
+    for split, title in (("test", "Test"), ("dev", "Dev")):
+        rows = []
+        for key in [*summary["tasks"], "average"]:
+            row = summary[split][key]
+            name = "**Average**" if key == "average" else key
+            metric = "" if key == "average" else summary["main_metric"][key]
+            rows.append([name, metric, *[format_stat(row[s]) for s in SETTINGS],
+                         format_stat(row["delta"], signed=True)])
+        parts.append(f"## {title}\n\n{markdown_table(header, rows, right_from=2)}")
+    parts.append(
+        f"Runs: `{summary['output_dir']}/seed<k>/{{st-<task>, mtl, mtlft-<task>}}`, each with "
+        "`result.json`, `metrics.jsonl` and `learning_curve.png`.\n"
+    )
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairwise MTL: task i trained with task j, versus task i alone
+
+
+def summarize_pairwise(study: Study, results: dict[tuple[int, str], dict]) -> dict:
+    """``pairwise.json``: ST scores, pair scores and their differences per seed, plus n×n mean/sd matrices."""
+    tasks, seeds = list(study.tasks), study.seeds
+    order = {t: k for k, t in enumerate(tasks)}
+    st_values = {t: [main_score(results[(seed, st_name(t))], "test", t) for seed in seeds] for t in tasks}
+    st = {t: summarize(st_values[t]) for t in tasks}
+    pair: dict[str, dict[str, Any]] = {t: {} for t in tasks}
+    delta: dict[str, dict[str, Any]] = {t: {} for t in tasks}
+    for i, j in itertools.permutations(tasks, 2):
+        a, b = sorted((i, j), key=order.__getitem__)
+        values = [main_score(results[(seed, pair_name(a, b))], "test", i) for seed in seeds]
+        pair[i][j] = summarize(values)
+        delta[i][j] = summarize(
+            [None if v is None or s is None else v - s for v, s in zip(values, st_values[i], strict=True)]
+        )
+
+    def cell(i: str, j: str, key: str) -> float | None:
+        stat = st[i] if i == j else delta[i][j]
+        return None if stat is None else stat[key]
+
+    return {
+        "study": study.source,
+        "profile": study.profile,
+        "output_dir": str(study.output_dir),
+        "seeds": seeds,
+        "tasks": tasks,
+        "main_metric": {t: results[(seeds[0], st_name(t))]["main_metric"][t] for t in tasks},
+        "split": "test",
+        "note": "scores in [0, 1]; mean[i][j] (i != j) = task i trained with task j minus task i alone, "
+                "mean over seeds; mean[i][i] = task i alone; sd = sample sd (n-1) over seeds",
+        "mean": [[cell(i, j, "mean") for j in tasks] for i in tasks],
+        "sd": [[cell(i, j, "sd") for j in tasks] for i in tasks],
+        "st": st,
+        "pair": pair,
+        "delta": delta,
+    }
+
+
+def pairwise_markdown(summary: dict) -> str:
+    """``pairwise.md``: the n×n table, ×100."""
+    tasks = summary["tasks"]
+    rows = []
+    for i in tasks:
+        cells = [f"**{format_stat(summary['st'][i])}**" if i == j
+                 else format_stat(summary["delta"][i][j], signed=True) for j in tasks]
+        rows.append([i, *cells])
+    profile = f", profile `{summary['profile']}`" if summary["profile"] else ""
+    seeds = ", ".join(map(str, summary["seeds"]))
+    spread = f"mean ± sample sd over seeds {seeds}" if len(summary["seeds"]) > 1 else f"seed {seeds}, no sd"
+    return (
+        f"# Pairwise MTL `{summary['study']}`{profile}\n\n"
+        f"Row i, column j: change of task i's test main metric ×100 when trained together with task j, versus "
+        f"task i alone ({spread}). Diagonal (bold): "
+        "the single-task score. Heatmap: `pairwise.png`.\n\n"
+        + markdown_table(["task i \\ with j", *tasks], rows)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
