@@ -33,6 +33,29 @@ def test_bf16_autocast_training_on_cpu(run_config):
     assert set(result["test"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_auto_is_one_rule_for_training_and_prediction(monkeypatch, native):
+    """``auto`` is bf16 exactly where the device computes bf16 natively, for the loop and the predictor."""
+    import biomtl.inference as inference
+    from biomtl.predict import inference_dtype
+
+    monkeypatch.setattr(inference, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if native else None
+    assert inference.autocast_dtype("auto", cpu) is expected  # what train() uses
+    assert inference_dtype("auto", cpu) is expected
+    assert inference.autocast_dtype("fp32", cpu) is None and inference.autocast_dtype("bf16", cpu) is torch.bfloat16
+
+
+def test_precision_auto_is_fp32_on_a_cpu_without_native_bf16():
+    from biomtl.inference import autocast_dtype, native_bf16
+
+    cpu = torch.device("cpu")
+    if native_bf16(cpu):
+        pytest.skip("this CPU computes bf16 natively")
+    assert autocast_dtype("auto", cpu) is None
+
+
 def _same_first_epoch_losses(run_config, tmp_path, a: dict, b: dict, rel: float, tasks: list[str] | None = None) -> None:
     """Two one-epoch runs that differ only by ``a`` / ``b``: their per-task training losses must agree."""
     losses = []
