@@ -61,6 +61,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from biomtl.config import read_yaml
     from biomtl.data.readers import validate_dataset
+    from biomtl.experiments.plan import validate_study
+    from biomtl.experiments.schema import is_study_config
     from biomtl.tasks import load_dataset_spec
 
     corpora, prepared = _paths(args)
@@ -69,7 +71,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems: list[str] = []
         try:
             data = read_yaml(path)
-            if "tasks" in data and "type" not in data:
+            if is_study_config(data):
+                kind = f"study config, {validate_study(path)}"
+            elif "tasks" in data and "type" not in data:
                 from biomtl.config import RunConfig
 
                 RunConfig.from_dict(data, str(path))
@@ -234,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("validate", help="check dataset or run configs and their files; report every problem")
+    p = sub.add_parser("validate", help="check dataset, run or study configs (and dataset files); report every problem")
     p.add_argument("configs", nargs="+")
     _data_flags(p)
     p.set_defaults(func=cmd_validate)
