@@ -21,7 +21,8 @@ from conftest import write_toy_tasks
 from interruption import interrupted_after
 from safetensors.torch import load_file
 
-from biomtl.train import CHECKPOINT, find_checkpoint, train
+from biomtl.checkpoint import CHECKPOINT, find_checkpoint
+from biomtl.train import train
 
 
 def _metrics(out: Path) -> list[dict]:

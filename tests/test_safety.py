@@ -17,10 +17,12 @@ from interruption import interrupted_after
 from safetensors.torch import load_file
 
 import biomtl
+from biomtl.checkpoint import CHECKPOINT
 from biomtl.cli import main
+from biomtl.errors import TrainingError
 from biomtl.predict import Predictor
 from biomtl.tasks.tagging import TaggingTask
-from biomtl.train import CHECKPOINT, TrainingError, train
+from biomtl.train import train
 
 SRC = Path(biomtl.__file__).parent
 

@@ -16,8 +16,7 @@ from biomtl.experiments.pairwise import run_pairwise
 from biomtl.experiments.plan import study_runs
 from biomtl.experiments.schema import load_study
 from biomtl.experiments.study import run_study
-from biomtl.model import MultiTaskModel
-from biomtl.train import build_model
+from biomtl.model import MultiTaskModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "configs" / "studies" / "blue-public.yaml"

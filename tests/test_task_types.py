@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from biomtl.data.readers import read_split
+from biomtl.inference import predict_features
 from biomtl.model import MultiTaskModel
 from biomtl.tasks import TASK_TYPES, load_dataset_spec
-from biomtl.train import predict_features
 
 
 @pytest.fixture(scope="module")

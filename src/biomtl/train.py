@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biomtl import metrics
-from biomtl.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint, save_checkpoint
+from biomtl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from biomtl.config import DatasetSpec, RunConfig
 from biomtl.data.cache import FEATURES, FeatureCache, split_key
 from biomtl.data.examples import Example
@@ -38,7 +38,6 @@ from biomtl.inference import autocast, autocast_dtype, predict_features, resolve
 from biomtl.model import MultiTaskModel, build_model
 from biomtl.rundir import (
     BEST,
-    RESULT,
     check_output_dir,
     prepare_output_dir,
     read_result,
@@ -49,9 +48,6 @@ from biomtl.rundir import (
     write_result,
 )
 from biomtl.tasks.base import Feature
-
-# Importable from here as before: experiments/ and the tests use CHECKPOINT, RESULT and find_checkpoint.
-__all__ = ["CHECKPOINT", "RESULT", "TrainState", "TrainingError", "find_checkpoint", "train", "train_step"]
 
 log = logging.getLogger(__name__)
 

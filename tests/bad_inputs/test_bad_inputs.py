@@ -28,9 +28,11 @@ import yaml
 from conftest import write_toy_tasks
 from safetensors.torch import load_file, save_file
 
+from biomtl.checkpoint import CHECKPOINT
 from biomtl.cli import main
 from biomtl.config import RunConfig
-from biomtl.train import CHECKPOINT, RESULT, train
+from biomtl.rundir import RESULT
+from biomtl.train import train
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "bad-inputs.md"
 

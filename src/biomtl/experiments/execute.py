@@ -14,11 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from biomtl.checkpoint import CHECKPOINT, find_checkpoint
 from biomtl.errors import BiomtlError
 from biomtl.experiments import report
 from biomtl.experiments.plan import check_data
 from biomtl.experiments.schema import Run, Study
-from biomtl.train import CHECKPOINT, RESULT, find_checkpoint, train
+from biomtl.rundir import RESULT
+from biomtl.train import train
 
 log = logging.getLogger(__name__)
 
