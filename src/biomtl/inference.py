@@ -91,4 +91,4 @@ def predict_features(
         for i, p in zip(idx, task.decode(logits.float().cpu(), [features[i] for i in idx]), strict=True):
             preds[i] = p
     model.train(was_training)
-    return task.merge(preds, features, n_examples)
+    return list(task.merge(preds, features, n_examples))
