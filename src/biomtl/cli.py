@@ -190,6 +190,40 @@ def _read_bytes(path: str) -> bytes:
     return p.read_bytes()
 
 
+def _output_file(value: str | None, overwrite: bool) -> Path | None:
+    """``--output``, checked before any work (the file itself is written, atomically, only at the end)."""
+    out = Path(value) if value else None
+    if out is not None:
+        if out.exists() and not overwrite:
+            raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
+        if not out.absolute().parent.is_dir():
+            raise BiomtlError(f"--output: {out.absolute().parent} does not exist")
+    return out
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from biomtl.annotate import ALL, annotate
+    from biomtl.formats import read_documents, write_documents
+    from biomtl.predict import Predictor
+
+    if args.batch_size < 1:
+        raise BiomtlError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    out = _output_file(args.output, args.overwrite)
+    source = Path("<stdin>") if args.input == "-" else Path(args.input)
+    raw = sys.stdin.buffer.read() if args.input == "-" else None
+    collection, fmt = read_documents(source, args.input_format, raw)
+    predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
+    keep = {ALL} if args.keep_input_entities == ALL else {t for t in (args.keep_input_entities or "").split(",") if t}
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+    annotate(predictor, collection, str(source), tasks, keep)
+    text = write_documents(collection, args.format or fmt)
+    if out is not None:
+        atomic_write_text(out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from biomtl.experiments.study import run_study
 
@@ -265,6 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("annotate", help="documents → entities, relations between them, document labels (all heads)")
+    p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
+    p.add_argument("input", help="input file, '-' for stdin")
+    p.add_argument("--input-format", choices=["text", "jsonl", "bioc-xml", "bioc-json", "pubtator"],
+                   help="default: by file extension (.xml .json .jsonl .pubtator), else by content")
+    p.add_argument("--format", choices=["text", "jsonl", "bioc-xml", "bioc-json", "pubtator"],
+                   help="output format (default: the input's)")
+    p.add_argument("--output", help="output file (default stdout)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--tasks", help="comma-separated heads to run (default: every head that reads documents)")
+    p.add_argument("--keep-input-entities", nargs="?", const="*", metavar="TYPES",
+                   help="use the input's mentions instead of predicting them: of every type, or of these comma-separated types")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+    p.set_defaults(func=cmd_annotate)
 
     for name, func, help_ in (
         ("study", cmd_study, "ST / MTL / MTL-FT over seeds → results.md"),

@@ -245,6 +245,11 @@ class DatasetSpec:
     label_separator: str = ","
     bare_tag_type: str | None = None
     markers: list[list[str]] = field(default_factory=list)
+    # Relation tasks, for `biomtl annotate`: the argument types, in the order of markers' first combination
+    # ([Chemical, Gene]), and which entity types (NER heads' labels, or the input's annotation types) are
+    # mentions of which argument type ({GENE: Gene, Chemical: Chemical}).
+    arguments: list[str] = field(default_factory=list)
+    entity_types: dict[str, str] = field(default_factory=dict)
     score_range: list[float] | None = None
     negative_label: str | None = None
     description: str = ""
@@ -327,8 +332,33 @@ def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> 
         problems.append(f"{where}: labels: duplicate label(s) {', '.join(dup)}")
     if spec.negative_label is not None and spec.negative_label not in spec.labels:
         problems.append(f"{where}: negative_label: '{spec.negative_label}' is not in labels")
+    problems.extend(f"{where}: {p}" for p in argument_problems(spec))
     if spec.score_range is not None and (len(spec.score_range) != 2 or spec.score_range[0] >= spec.score_range[1]):
         problems.append(f"{where}: score_range: expected [low, high] with low < high")
+    return problems
+
+
+def argument_problems(spec: DatasetSpec) -> list[str]:
+    """Problems of a relation task's ``arguments`` and ``entity_types``: one argument type per mask of the
+    first ``markers`` combination, every entity type mapped to a declared argument type, and every argument
+    type reachable from some entity type."""
+    if not spec.arguments and not spec.entity_types:
+        return []
+    problems = []
+    if not spec.markers:
+        problems.append("arguments: only relation tasks (with markers:) declare argument types")
+    elif len(spec.arguments) != len(spec.markers[0]):
+        problems.append(
+            f"arguments: {len(spec.arguments)} argument type(s) for the {len(spec.markers[0])} masks of "
+            f"markers' first combination ({', '.join(spec.markers[0])})"
+        )
+    for entity_type, argument in spec.entity_types.items():
+        if argument not in spec.arguments:
+            hint = _did_you_mean(argument, spec.arguments, "argument types") if spec.arguments else " (declare arguments:)"
+            problems.append(f"entity_types.{entity_type}: unknown argument type '{argument}'{hint}")
+    for argument in dict.fromkeys(spec.arguments):
+        if argument not in spec.entity_types.values():
+            problems.append(f"entity_types: no entity type is mapped to argument type '{argument}'")
     return problems
 
 

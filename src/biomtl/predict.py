@@ -91,11 +91,51 @@ class Predictor:
 
         >>> Predictor.load("runs/mtl/best").annotate(["Cisplatin-induced nephrotoxicity."])  # doctest: +SKIP
         """
-        self.model.eval()
         tasks = tasks or self.annotate_tasks()
         bad = [t for t in tasks if t not in self.annotate_tasks()]
         if bad:
             raise BiomtlError(f"--task: {', '.join(bad)} cannot annotate plain text (pairs or relation masks needed)")
+        examples, entities, logits = self._read_windows(texts, tasks)
+        results: list[dict[str, Any]] = [{"id": ex.id, "entities": found, "labels": {}} for ex, found in zip(examples, entities, strict=True)]
+        for t, per_text in logits.items():
+            for i, logit in enumerate(per_text):
+                results[i]["labels"][t] = self._decode_sentence(t, examples[i], logit)
+        return results
+
+    @torch.inference_mode()
+    def annotate_groups(
+        self, texts: list[str], groups: list[int], tasks: list[str]
+    ) -> tuple[list[list[dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
+        """Texts (sentences) that belong to groups (documents), annotated in one encoder pass per window:
+        each text's ``entities`` from the token-level heads, and each group's prediction from every sentence
+        head, decoded from the element-wise maximum over the group's texts of their logits. A label that any
+        sentence has is the document's label (how HoC is scored); its probability is that sentence's.
+
+        >>> p.annotate_groups(["Aspirin.", "Cancer grows."], [0, 0], ["bc5cdr-chemical", "hoc"])  # doctest: +SKIP
+        """
+        examples, entities, logits = self._read_windows(texts, tasks)
+        n_groups = max(groups, default=-1) + 1
+        labels: list[dict[str, dict[str, Any]]] = [{} for _ in range(n_groups)]
+        for t, per_text in logits.items():
+            members: dict[int, list[torch.Tensor]] = {}
+            for g, logit in zip(groups, per_text, strict=True):
+                members.setdefault(g, []).append(logit)
+            for g, group_logits in members.items():
+                labels[g][t] = self._decode_sentence(t, Example(id=str(g)), torch.stack(group_logits).amax(0))
+        return entities, labels
+
+    def _decode_sentence(self, task: str, example: Example, logit: torch.Tensor) -> dict[str, Any]:
+        """A sentence head's output row for one text from its (pooled) logits ``(n_out,)``."""
+        (pred,) = self.model.tasks[task].decode(logit.unsqueeze(0), [{"input_ids": [], "example_index": 0}])
+        return self.model.tasks[task].output_row(example, pred)
+
+    def _read_windows(
+        self, texts: list[str], tasks: list[str]
+    ) -> tuple[list[Example], list[list[dict[str, Any]]], dict[str, list[torch.Tensor]]]:
+        """Run ``tasks`` over the word windows of ``texts`` (the encoder once per window, every head on the same
+        states): each text's entities (token-level heads, sorted by offset; ``task`` names the head) and, per
+        sentence head, each text's logits averaged over its windows."""
+        self.model.eval()
         # Word windows as token-level heads see them (a text without words reads as "."); sentence heads
         # read the [CLS] of the same windows.
         examples = [Example(id=str(i), text=t) for i, t in enumerate(texts, start=1)]
@@ -122,21 +162,19 @@ class Predictor:
                         window_preds[t][i] = p
                 else:
                     pooled[t].extend(zip(idx, logits, strict=True))
-        results: list[dict[str, Any]] = [{"id": ex.id, "entities": [], "labels": {}} for ex in examples]
+        entities: list[list[dict[str, Any]]] = [[] for _ in examples]
+        sentence_logits: dict[str, list[torch.Tensor]] = {}
         for t in tasks:
             task = self.model.tasks[t]
             if task.token_level:
                 for i, pred in enumerate(task.merge(window_preds[t], features, len(examples))):
                     row = task.output_row(examples[i], pred)
-                    results[i]["entities"].extend({**entity, "task": t} for entity in row["entities"])
+                    entities[i].extend({**entity, "task": t} for entity in row["entities"])
                 continue
             by_example: dict[int, list[torch.Tensor]] = {}
             for i, logit in sorted(pooled[t], key=lambda item: item[0]):
                 by_example.setdefault(features[i]["example_index"], []).append(logit)
-            for i, window_logits in by_example.items():
-                mean = torch.stack(window_logits).mean(0, keepdim=True)
-                (pred,) = task.decode(mean, [features[0]])
-                results[i]["labels"][t] = task.output_row(examples[i], pred)
-        for r in results:
-            r["entities"].sort(key=lambda e: (e["start"], e["end"]))
-        return results
+            sentence_logits[t] = [torch.stack(by_example[i]).mean(0) for i in range(len(examples))]
+        for found in entities:
+            found.sort(key=lambda e: (e["start"], e["end"]))
+        return examples, entities, sentence_logits
