@@ -224,6 +224,15 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from biomtl.export import export_model
+
+    for line in export_model(args.model, args.format, args.output, overwrite=args.overwrite):
+        print(line)
+    print(f"written: {args.output}")
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from biomtl.experiments.study import run_study
 
@@ -317,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
     p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("export", help="a model as Hugging Face checkpoints (one per task) or one ONNX graph")
+    p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
+    p.add_argument("--format", required=True, choices=["hf", "onnx"])
+    p.add_argument("--output", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     for name, func, help_ in (
         ("study", cmd_study, "ST / MTL / MTL-FT over seeds → results.md"),
