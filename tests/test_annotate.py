@@ -285,6 +285,7 @@ def test_document_heads_label_each_document(tiny_encoder, toy_tasks, tmp_path):
          r"bad.xml:3: malformed BioC XML \(Opening and ending tag mismatch"),
         ("bad.json", '{"source": "", "date": "", "key": "", "documents": [\n{"id": "1",,}]}',
          r"bad.json:2: malformed BioC JSON"),
+        ("bad.jsonl", '{"text": "Aspirin \\ud800."}\n', r"bad.jsonl:1: a string holds an unpaired surrogate"),
         ("bad.jsonl", '{"text": "Aspirin.", "entities": [{"start": 3, "end": 30, "type": "Chemical"}]}\n',
          r"bad.jsonl:1: entities\[0\]: offsets 3-30 are outside the text \(passages 0-8\)"),
     ],

@@ -37,6 +37,10 @@ def read_jsonl(path: Path, text: str) -> Collection:
             raise DataError(path, n, f"invalid JSON ({e.msg})") from None
         if not isinstance(item, dict) or not isinstance(item.get("text"), str):
             raise DataError(path, n, "expected a JSON object with a string field 'text'")
+        try:
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(path, n, "a string holds an unpaired surrogate (half of a UTF-16 pair, not text)") from None
         doc = Document(id=str(item.get("id", n)), passages=[Passage(0, item["text"])], where=f"{path}:{n}")
         entities = item.get("entities", [])
         if not isinstance(entities, list):
