@@ -1,7 +1,9 @@
 """Atomic writes: a file or a whole directory appears complete or not at all.
 
 Each write goes to a temporary sibling (``.<name>.<random>``) that is renamed over the target, so a reader,
-or a run killed half-way, never sees a half-written file or directory. Temporaries are created with the
+or a run killed half-way, never sees a half-written file or directory. A write that fails (a full disk, a
+read-only directory) removes its temporary and raises :class:`~biomtl.errors.WriteError`, one line naming
+the file. Temporaries are created with the
 permissions any new file gets (``0o666``/``0o777`` less the umask), not the private ``0o600``/``0o700`` of
 :mod:`tempfile`, so the result is as readable as a file the user wrote by hand.
 
@@ -17,19 +19,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from biomtl.errors import WriteError
+
 T = TypeVar("T")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename."""
     path = Path(path)
-    tmp, fd = _new_sibling(path, lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        tmp, fd = _new_sibling(path, lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        _write_file(fd, data)
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(e, path, tmp) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_file(fd: int, data: bytes) -> None:
+    """Write ``data`` to the open file ``fd`` and close it (the one place a file's bytes are written)."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,8 +57,9 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
     exactly then finds it there (:func:`recover_dir`). The parent directory must exist.
     """
     target = Path(target)
-    tmp, _ = _new_sibling(target, lambda p: os.mkdir(p, 0o777))
+    tmp: Path | None = None
     try:
+        tmp, _ = _new_sibling(target, lambda p: os.mkdir(p, 0o777))
         write(tmp)
         old = _old(target)
         if target.exists():
@@ -55,9 +69,41 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, target)
         if old.exists():
             shutil.rmtree(old)
+    except WriteError:
+        raise
+    except OSError as e:
+        raise write_error(e, target, tmp) from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
+
+
+def write_error(error: OSError, target: Path, tmp: Path | None = None) -> WriteError:
+    """``error`` as one line naming the file (``target`` for a path inside the temporary ``tmp``) and the
+    system's reason: ``run/best/model.safetensors: cannot write (No space left on device)``."""
+    if isinstance(error, WriteError):
+        return error
+    name = str(error.filename) if error.filename else str(target)
+    if tmp is not None and name.startswith(str(tmp)):
+        name = str(target) + name[len(str(tmp)):]
+    elif Path(name).parent == target.parent and Path(name).name.startswith(f".{target.name}."):
+        name = str(target)  # the temporary could not be created
+    reason = error.strerror or str(error) or type(error).__name__
+    return WriteError(f"{name}: cannot write ({reason})")
+
+
+def check_writable_dir(path: Path, key: str) -> None:
+    """A one-line error, naming ``key`` (``output_dir``, ``--out``), when ``path`` cannot be a directory
+    that this process writes: it is a file, lies under a file, or its nearest existing directory is
+    read-only. Checked before any work; a write that fails later still raises :class:`WriteError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WriteError(f"{key}: {path} is a file, not a directory")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise WriteError(f"{key}: {existing} is a file, so {path} cannot be created under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WriteError(f"{key}: {existing} is not writable")
 
 
 def recover_dir(target: Path) -> None:

@@ -41,7 +41,12 @@ class ModelDirError(BiomtlError):
 
 
 class OutputExistsError(BiomtlError):
-    """An output path exists and ``--overwrite`` was not given."""
+    """An output path exists and ``--overwrite`` was not given (or may not replace it)."""
+
+
+class WriteError(BiomtlError, OSError):
+    """An output could not be written (a full disk, a read-only directory). Still an :class:`OSError` for
+    code that catches those; the message names the file and the system's reason."""
 
 
 class TrainingError(BiomtlError):
