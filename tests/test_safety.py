@@ -130,15 +130,27 @@ def test_train_refuses_an_existing_output_dir_then_replaces_it_with_overwrite(ru
     assert capsys.readouterr().err == f"biomtl: error: {out} exists; pass --overwrite to replace it or --resume to continue it\n"
     assert (out / "keep.txt").read_text() == "user data"
 
+    # --overwrite replaces only a directory that biomtl wrote: the user's own files survive it
+    assert main(["train", str(run_yaml), "--overwrite", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"biomtl: error: {out}: --overwrite refused: keep.txt was not written by biomtl; biomtl replaces only "
+        "directories it wrote (move your files away or choose another output_dir)\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "user data"
+
+    run = tmp_path / "run2"
+    assert main(["train", str(run_yaml), f"output_dir={run}", "--quiet"]) == 0
+    first = (run / "result.json").read_text()
     # --overwrite with data that fails to load: the old directory is still there
     bad = tmp_path / "bad-ner.yaml"
     bad.write_text(Path(config.tasks[0]).read_text().replace("labels: [Chemical]", "labels: [Gene]"))
-    assert main(["train", str(run_yaml), f"tasks=[{bad}]", "--overwrite", "--quiet"]) == 2
+    assert main(["train", str(run_yaml), f"output_dir={run}", f"tasks=[{bad}]", "--overwrite", "--quiet"]) == 2
     assert "undeclared tag 'B-Chemical'" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "user data"
+    assert (run / "result.json").read_text() == first
 
-    assert main(["train", str(run_yaml), "--overwrite", "--quiet"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "result.json").is_file()
+    (run / "result.json").unlink()  # so that a new result.json shows the replacement
+    assert main(["train", str(run_yaml), f"output_dir={run}", "--overwrite", "--quiet"]) == 0
+    assert (run / "result.json").is_file()
 
 
 def _umask() -> int:

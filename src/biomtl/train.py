@@ -39,6 +39,7 @@ from biomtl.model import MultiTaskModel, build_model
 from biomtl.rundir import (
     BEST,
     check_output_dir,
+    check_resumed_config,
     prepare_output_dir,
     read_result,
     recover_interrupted_saves,
@@ -305,6 +306,8 @@ def train(
     """
     out = Path(config.output_dir)
     resuming = check_output_dir(out, resume, overwrite)
+    if resuming:
+        check_resumed_config(out, config)
     if resuming and (finished := read_result(out)) is not None:
         log.info("%s: already finished", out)
         return finished
