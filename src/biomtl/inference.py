@@ -23,10 +23,21 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; any other name is passed to torch."""
+    """``auto`` is the GPU when there is one, else the CPU; any other name is passed to torch and must be
+    available here (one line naming ``device:`` otherwise)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BiomtlError(f"device: unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BiomtlError(f"device: {name} is not available here (torch finds no CUDA GPU); use device=cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BiomtlError(f"device: {name} is not available here ({torch.cuda.device_count()} CUDA GPU(s))")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BiomtlError(f"device: {name} is not available here (no Apple GPU); use device=cpu or auto")
+    return device
 
 
 def native_bf16(device: torch.device) -> bool:

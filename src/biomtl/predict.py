@@ -35,6 +35,27 @@ def inference_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return autocast_dtype(precision, device)
 
 
+def check_unicode(item: Any, where: str) -> None:
+    """Refuse, in one line, a string (anywhere in ``item``) that JSON allows but that is not text: an unpaired
+    surrogate such as ``"\\ud800"``. No tokenizer reads it and no UTF-8 output file can hold it."""
+    stack = [item]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise BiomtlError(
+                    f"{where}: unpaired surrogate U+{ord(value[e.start]):04X} at character {e.start + 1} of a "
+                    "string (half of a UTF-16 pair, not text)"
+                ) from None
+
+
 class Predictor:
     """Predictions from a saved model directory.
 
@@ -74,6 +95,8 @@ class Predictor:
         self._check_task(task)
         task_type = self.model.tasks[task]
         lines = lines or list(range(1, len(inputs) + 1))
+        for item, line in zip(inputs, lines, strict=True):
+            check_unicode(item, f"{source}:{line}")
         examples = [task_type.read_input(item, source, line) for item, line in zip(inputs, lines, strict=True)]
         features = task_type.encode(examples, self.model.tokenizer, self.model.max_length)
         preds = predict_features(self.model, task, features, len(examples), self.batch_size, self.device, self.dtype)
@@ -91,6 +114,8 @@ class Predictor:
 
         >>> Predictor.load("runs/mtl/best").annotate(["Cisplatin-induced nephrotoxicity."])  # doctest: +SKIP
         """
+        for i, text in enumerate(texts, start=1):
+            check_unicode(text, f"text {i}")
         tasks = tasks or self.annotate_tasks()
         bad = [t for t in tasks if t not in self.annotate_tasks()]
         if bad:
