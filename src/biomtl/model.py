@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from torch import nn
 
 from biomtl import __version__
 from biomtl.atomic import atomic_dir
-from biomtl.config import DEFAULT_MAX_LENGTH, DatasetSpec, RunConfig
+from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, DatasetSpec, RunConfig
 from biomtl.errors import BiomtlError, ModelDirError
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
 
@@ -80,9 +82,19 @@ def load_encoder(name_or_path: str | None, dropout: float | None = None) -> tupl
         raise BiomtlError(f"encoder '{source}': cannot load its config ({str(e).splitlines()[0]})") from None
     kwargs = {"config": config, "attn_implementation": "sdpa"}
     try:
-        encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
-    except TypeError:
-        encoder = AutoModel.from_pretrained(source, **kwargs)
+        with warnings.catch_warnings():  # torch warns before it refuses a pickle with an unusual protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            try:
+                encoder = AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
+            except TypeError:
+                encoder = AutoModel.from_pretrained(source, **kwargs)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met something other than tensors
+        raise BiomtlError(
+            f"encoder '{source}': its weights file is a pickle that holds more than tensors; refused "
+            "(biomtl never unpickles code; give the encoder as model.safetensors)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise BiomtlError(f"encoder '{source}': cannot load its weights ({_first_line(e)})") from None
     # Checkpoints saved in fp16/bf16 load in that dtype (transformers 5 defaults to dtype="auto"); training
     # keeps fp32 master weights and uses autocast for lower precision. The config follows, so that a saved
     # model directory describes its weights.
@@ -208,6 +220,9 @@ class MultiTaskModel(nn.Module):
             raise ModelDirError(f"{directory / ENCODER_DIR}: the tokenizer's vocabulary ({TOKENIZER_FILES[0]}) is missing")
         try:
             specs = {name: DatasetSpec.from_dict(s, f"{directory / MANIFEST}: tasks.{name}") for name, s in desc["tasks"].items()}
+        except BiomtlError as e:  # the message names biomtl.json and the task
+            raise ModelDirError(str(e)) from None
+        try:
             config = AutoConfig.from_pretrained(directory / ENCODER_DIR)
             tokenizer = load_tokenizer(str(directory / ENCODER_DIR))
         except (KeyError, TypeError, ValueError, OSError, BiomtlError) as e:
@@ -219,15 +234,18 @@ class MultiTaskModel(nn.Module):
             encoder = AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
         except TypeError:
             encoder = AutoModel.from_config(config, attn_implementation="sdpa")
-        model = cls(
-            encoder.float(),  # a config saved from a half-precision checkpoint names that dtype; weights are fp32
-            tokenizer,
-            specs,
-            dropout=desc.get("dropout", 0.1),
-            pooling=desc.get("pooling", "cls"),
-            max_length=desc.get("max_length", DEFAULT_MAX_LENGTH),
-            encoder_name=desc.get("encoder", {}).get("name"),
-        )
+        try:
+            model = cls(
+                encoder.float(),  # a config saved from a half-precision checkpoint names that dtype; weights are fp32
+                tokenizer,
+                specs,
+                dropout=desc.get("dropout", 0.1),
+                pooling=desc.get("pooling", "cls"),
+                max_length=desc.get("max_length", DEFAULT_MAX_LENGTH),
+                encoder_name=desc.get("encoder", {}).get("name"),
+            )
+        except (BiomtlError, KeyError, TypeError, ValueError) as e:  # a task spec its type cannot build a head from
+            raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({_first_line(e)})") from None
         try:
             state = load_file(directory / WEIGHTS)
         except (SafetensorError, OSError, ValueError) as e:
@@ -238,6 +256,17 @@ class MultiTaskModel(nn.Module):
                     f"{directory / WEIGHTS}: weights do not match {MANIFEST} ({key} has shape "
                     f"{list(state[key].shape)}, {MANIFEST} needs {list(param.shape)})"
                 )
+            if key in state and state[key].dtype != param.dtype:
+                raise ModelDirError(
+                    f"{directory / WEIGHTS}: {key} is {_dtype_name(state[key])}, but biomtl saves and loads "
+                    f"{_dtype_name(param)} weights (a converted or damaged file?)"
+                )
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ModelDirError(
+                f"{directory / WEIGHTS}: {bad} holds NaN or infinite values (a diverged or damaged model); "
+                "it would predict nothing useful"
+            )
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ModelDirError(
@@ -246,6 +275,10 @@ class MultiTaskModel(nn.Module):
                 f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})"
             )
         return model.to(device).eval()
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _first_line(error: Exception) -> str:
@@ -261,16 +294,47 @@ def read_manifest(directory: Path) -> dict:
         raise ModelDirError(f"{path}: missing; {directory} is not a biomtl model directory")
     try:
         desc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ModelDirError(f"{path}: corrupted ({_first_line(e)})") from None
     if not isinstance(desc, dict) or "format_version" not in desc or "tasks" not in desc:
         raise ModelDirError(f"{path}: not a biomtl model description (no format_version/tasks)")
     version = desc["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelDirError(f"{path}: format_version must be a whole number, got {json.dumps(version)}")
+    if version > FORMAT_VERSION:
         raise ModelDirError(
             f"{path}: format_version {version} is newer than this biomtl supports ({FORMAT_VERSION}); upgrade biomtl"
         )
+    if version < 1:
+        raise ModelDirError(f"{path}: format_version {version} was never written by biomtl (versions start at 1)")
+    problem = _manifest_problem(desc)
+    if problem:
+        raise ModelDirError(f"{path}: {problem}")
     return desc
+
+
+def _manifest_problem(desc: dict) -> str | None:
+    """The first value of a (hand-edited) ``biomtl.json`` with the wrong type or out of range, or ``None``."""
+    tasks = desc["tasks"]
+    if not isinstance(tasks, dict) or not tasks:
+        return "tasks: expected a mapping from task name to its spec"
+    for name, spec in tasks.items():
+        if not isinstance(spec, dict):
+            return f"tasks.{name}: expected a mapping (the task's spec), got {type(spec).__name__}"
+    dropout = desc.get("dropout", 0.1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        return f"dropout: expected a number in [0, 1), got {json.dumps(dropout)}"
+    max_length = desc.get("max_length", DEFAULT_MAX_LENGTH)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
+        return f"max_length: expected a whole number >= 8, got {json.dumps(max_length)}"
+    if desc.get("pooling", "cls") not in POOLING:
+        return f"pooling: unknown value {json.dumps(desc['pooling'])} (known: {', '.join(POOLING)})"
+    encoder = desc.get("encoder", {})
+    if not isinstance(encoder, dict) or not isinstance(encoder.get("name"), (str, type(None))):
+        return "encoder: expected {\"name\": <encoder name or null>, \"dir\": \"encoder\"}"
+    if not isinstance(desc.get("similarity", "cross"), str):
+        return f"similarity: expected a string, got {json.dumps(desc['similarity'])}"
+    return None
 
 
 def build_model(config: RunConfig) -> MultiTaskModel:
