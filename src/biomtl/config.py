@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import math
 import os
+import re
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -199,15 +201,24 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "override") -
             continue
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw != "" else None
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: a date such as 2024-02-30
             value = raw
+        *parents, leaf = names = key.strip().split(".")
+        if not all(names):
+            problems.append(f"{where} '{item}': expected key=value (a key such as epochs or loss_weights.bc2gm)")
+            continue
         target = data
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            target[p] = dict(target.get(p) or {})
+        for depth, p in enumerate(parents):
+            inner = target.get(p)
+            if inner is not None and not isinstance(inner, dict):
+                path = ".".join(names[: depth + 1])
+                problems.append(f"{where} '{item}': {path} has no keys ({type(inner).__name__} value); set it whole ({path}=...)")
+                break
+            target[p] = dict(inner or {})
             target = target[p]
-        target[leaf] = value
+        else:
+            target[leaf] = value
     if problems:
         raise ConfigError(problems)
     return data
@@ -308,6 +319,9 @@ def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> 
     if spec.dev_from_train is not None and not 0 < spec.dev_from_train < 1:
         problems.append(f"{where}: dev_from_train: a fraction in (0, 1), got {spec.dev_from_train}")
     for split, entry in spec.files.items():
+        template = entry.get("path") if isinstance(entry, dict) else entry
+        if isinstance(template, str) and (problem := placeholder_problem(template)):
+            problems.append(f"{where}: files.{split}: {problem}")
         if isinstance(entry, dict):
             unknown = [k for k in entry if k not in ("path", "header", "columns")]
             for k in unknown:
@@ -362,12 +376,31 @@ def argument_problems(spec: DatasetSpec) -> list[str]:
     return problems
 
 
+PLACEHOLDERS = ("corpora", "prepared")
+
+
+def placeholder_problem(template: str) -> str | None:
+    """What is wrong with the ``{...}`` placeholders of a ``files`` path, or ``None``: only ``{corpora}`` and
+    ``{prepared}`` are known, and a brace must open or close one (``{{``/``}}`` for a literal brace)."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+        bad = [name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "")
+               for name, spec, conv in fields if name not in PLACEHOLDERS or spec or conv]
+    except ValueError as e:
+        return f"'{template}': {e} (a {{...}} placeholder is {{corpora}} or {{prepared}})"
+    if bad:
+        return f"'{template}': unknown placeholder {{{bad[0]}}} (known: {{corpora}}, {{prepared}})"
+    return None
+
+
 def resolve_data_path(template: str, spec: DatasetSpec, corpora: Path | None, prepared: Path | None) -> Path:
     """Expand ``{corpora}``/``{prepared}`` in a ``files`` entry; other relative paths are relative to the
     config file."""
     from biomtl.corpora import CORPORA_ENV, default_prepared_dir
 
     corpora_dir = corpora or os.environ.get(CORPORA_ENV)
+    if problem := placeholder_problem(template):
+        raise ConfigError(f"{spec.config_path}: files: {problem}")
     if "{corpora}" in template and not corpora_dir:
         raise ConfigError(f"{spec.config_path}: files: '{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
     # Directories given on the command line or in the environment are relative to the working directory;
@@ -389,6 +422,7 @@ SAMPLING = ("proportional", "temperature", "round_robin")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLING = ("cls", "mean")
 DEFAULT_MAX_LENGTH = 128  # sub-words per sequence, [CLS] and [SEP] included
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # whether it is available: biomtl.inference
 
 
 @dataclass(frozen=True)
@@ -476,6 +510,8 @@ class RunConfig:
             p.append("checkpoint_every: must be >= 0 and log_every >= 1")
         if self.keep_heads and not self.init_from:
             p.append("keep_heads: needs init_from (a model directory to take the heads from)")
+        if not DEVICE_NAME.fullmatch(self.device):
+            p.append(f"device: unknown device '{self.device}'; use auto, cpu, cuda, cuda:N or mps")
         return p
 
     @classmethod
