@@ -10,8 +10,10 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from biomtl.atomic import atomic_write_text
 from biomtl.errors import BiomtlError, ConfigError
@@ -59,24 +61,24 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from biomtl.config import read_yaml
+    from biomtl.config import apply_overrides, read_yaml
     from biomtl.data.readers import validate_dataset
     from biomtl.experiments.plan import validate_study
     from biomtl.experiments.schema import is_study_config
     from biomtl.tasks import load_dataset_spec
 
     corpora, prepared = _paths(args)
+    # `validate run.yaml epochs=2`: key=value items are overrides for the run configs, as `train` takes them.
+    overrides = [c for c in args.configs if "=" in c and not Path(c).exists()]
     failed = 0
-    for path in args.configs:
+    for path in [c for c in args.configs if c not in overrides]:
         problems: list[str] = []
         try:
             data = read_yaml(path)
             if is_study_config(data):
                 kind = f"study config, {validate_study(path)}"
             elif "tasks" in data and "type" not in data:
-                from biomtl.config import RunConfig
-
-                RunConfig.from_dict(data, str(path))
+                problems = _run_config_problems(apply_overrides(data, overrides), path)
                 kind = "run config"
             else:
                 spec = load_dataset_spec(path)
@@ -95,6 +97,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok ({kind})")
     return EXIT_USAGE if failed else 0
+
+
+def _run_config_problems(data: dict, path: str) -> list[str]:
+    """Every problem of a run config that ``train`` would stop at before its first step: its values, its
+    tasks (each dataset config, statically), the device on this machine, and ``max_length`` against a local
+    encoder's positions."""
+    from biomtl.config import RunConfig
+    from biomtl.inference import resolve_device
+    from biomtl.model import check_max_length, default_encoder_path, read_manifest
+    from biomtl.tasks import load_dataset_spec
+
+    config = RunConfig.from_dict(data, path)  # raises ConfigError with every problem of the values
+    problems: list[str] = []
+    checks = [lambda t=task: load_dataset_spec(t) for task in config.tasks]
+    checks.append(lambda: resolve_device(config.device))
+    if config.init_from:
+        checks.append(lambda: read_manifest(Path(config.init_from)))
+    encoder = Path(config.init_from) / "encoder" if config.init_from else Path(config.encoder or default_encoder_path())
+    if (encoder / "config.json").is_file():
+        checks.append(lambda: check_max_length(
+            config.max_length, SimpleNamespace(**json.loads((encoder / "config.json").read_text(encoding="utf-8")))
+        ))
+    for check in checks:
+        try:
+            check()
+        except ConfigError as e:
+            problems.extend(e.problems)
+        except BiomtlError as e:
+            problems.append(str(e))
+        except (ValueError, TypeError) as e:  # an encoder config.json that is not a JSON object: train says so
+            problems.append(f"{encoder / 'config.json'}: cannot read the encoder config ({e})")
+    return problems
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -124,12 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise BiomtlError(f"--batch-size: must be >= 1, got {args.batch_size}")
-    out = Path(args.output) if args.output else None
-    if out is not None:  # checked before any work; the file itself is written only at the end
-        if out.exists() and not args.overwrite:
-            raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
-        if not out.absolute().parent.is_dir():
-            raise BiomtlError(f"--output: {out.absolute().parent} does not exist")
+    out = _output_file(args.output, args.overwrite)  # the file itself is written only at the end
     predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
     task = args.task
     if task is None:
@@ -156,6 +185,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 inputs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise BiomtlError(f"{source}:{number}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise BiomtlError(f"{source}:{number}: invalid JSON (nested too deeply)") from None
             numbers.append(number)
     elif task == "all":
         inputs, numbers = [text], [1]  # the whole input is one document; offsets index into it
@@ -194,10 +225,14 @@ def _output_file(value: str | None, overwrite: bool) -> Path | None:
     """``--output``, checked before any work (the file itself is written, atomically, only at the end)."""
     out = Path(value) if value else None
     if out is not None:
+        if out.is_dir():
+            raise BiomtlError(f"--output: {out} is a directory; name the file to write")
         if out.exists() and not overwrite:
             raise BiomtlError(f"{out} exists; pass --overwrite to replace it")
-        if not out.absolute().parent.is_dir():
-            raise BiomtlError(f"--output: {out.absolute().parent} does not exist")
+        parent = out.absolute().parent
+        if not parent.is_dir():
+            problem = "is a file, not a directory" if parent.exists() else "does not exist"
+            raise BiomtlError(f"--output: {parent} {problem}")
     return out
 
 
@@ -385,8 +420,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"biomtl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("biomtl: interrupted", file=sys.stderr)
+        print(f"biomtl: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """For an interrupted ``train``: the command line that continues it (from its last checkpoint, or from
+    scratch when it had none yet)."""
+    if args.command != "train":
+        return ""
+    argv = ["biomtl", "train", args.config, *args.overrides]
+    for flag in ("output_dir", "corpora", "data"):
+        if getattr(args, flag, None):
+            argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+    return f"; continue it with: {shlex.join([*argv, '--resume'])}"
 
 
 if __name__ == "__main__":

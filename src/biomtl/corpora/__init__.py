@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from biomtl import __version__
-from biomtl.atomic import atomic_dir
+from biomtl.atomic import atomic_dir, check_writable_dir
 from biomtl.corpora.files import check_sources, sha256
 from biomtl.errors import BiomtlError, OutputExistsError
 
@@ -86,6 +86,7 @@ def prepare(
     unknown = [t for t in tasks if t not in PREPARERS]
     if unknown:
         raise BiomtlError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(PREPARERS)}")
+    check_writable_dir(out, "--out")
     for task in tasks:  # before anything is written: a damaged file stops the run, not one task of it
         check_sources(corpora, official_files(task), verify)
     manifests = {}
