@@ -1,0 +1,628 @@
+"""``biomtl serve``: an HTTP service and a web page over one loaded model (a thin layer over :class:`Predictor`).
+
+Endpoints (docs/serve.md has examples): ``POST /annotate`` (plain text, the JSON API, JSONL, BioC XML/JSON or
+PubTator, as ``biomtl annotate`` reads and writes them), ``POST /predict/{task}``, ``POST /similarity``,
+``GET /tasks``, ``GET /health``, the OpenAPI docs at ``/docs`` (Swagger UI served from the package, no CDN) and
+the annotation page at ``/``.
+
+Every error is a JSON body ``{"error": "one line"}`` with a 4xx status: 400 malformed request, 404 unknown
+task or path, 405 wrong method, 413 over a limit, 415 unknown media type, 422 input the model cannot read
+(a :class:`BiomtlError`). A 500 is a bug.
+
+Micro-batching: one worker thread runs the model. Requests wait in per-kind queues (one per task for
+``/predict``, one per option set for ``/annotate``); when the worker is free it takes the oldest request's
+queue, waits at most ``max_wait_ms`` for more of the same kind, and runs them all as one predictor call.
+A text's numbers must not depend on what it is batched with, so the encoder runs each text padded to its
+own length bucket (:class:`BucketedEncoder`), and on a CPU ``biomtl serve`` asks MKL for strict conditional
+numerical reproducibility (``MKL_CBWR=AUTO,STRICT``), under which a matrix product's rows do not depend on
+how many rows it has. ``GET /health`` says whether that holds on this machine (``batch_invariant``).
+
+Needs the ``serve`` extra (``pip install 'biomtl[serve]'``): importing this module imports FastAPI.
+
+>>> app = create_app(Predictor.load("runs/mtl/best"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from biomtl.annotate import ALL, annotate
+from biomtl.errors import BiomtlError
+from biomtl.formats import FORMATS, Collection, detect_format, read_documents, write_documents
+from biomtl.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+STRICT_MKL = "AUTO,STRICT"
+"""``MKL_CBWR`` value under which MKL's matrix products give every row the same bits whatever the row count."""
+
+JSON_API = "json"
+"""``/annotate``'s own JSON form: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [...]}``."""
+
+MEDIA_TYPES = {
+    "text": "text/plain; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+    "bioc-xml": "application/xml",
+    "bioc-json": "application/json",
+    "pubtator": "text/plain; charset=utf-8",
+    JSON_API: "application/json",
+}
+_BY_CONTENT_TYPE = {
+    "application/json": JSON_API,
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/xml": "bioc-xml",
+    "text/xml": "bioc-xml",
+}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the service reads requests and batches them; each field is the ``biomtl serve`` flag of its name."""
+
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 100  # texts (documents, inputs, pairs) per request
+    max_chars: int = 100_000  # characters of text per request
+    batching: bool = True
+    max_wait_ms: float = 5.0  # how long a free worker waits for more requests of the same kind
+    max_batch_texts: int = 256  # texts in one combined predictor call
+    bucket: int = 8  # texts are padded to a multiple of this many tokens
+
+    def problems(self) -> list[str]:
+        positive = ("max_body_bytes", "max_texts", "max_chars", "max_batch_texts", "bucket")
+        found = [f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+        if self.max_wait_ms < 0:
+            found.append(f"--max-wait-ms: must be >= 0, got {self.max_wait_ms}")
+        return found
+
+
+class RequestError(Exception):
+    """A request the service refuses: an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batch invariance
+
+
+class BucketedEncoder:
+    """Runs ``model.encode`` so that a text's hidden states do not depend on the other texts in its batch.
+
+    Each text is padded to its own bucket length (its token count rounded up to a multiple of ``bucket``,
+    at most the model's ``max_length``), the batch's rows are encoded bucket by bucket, and the states are
+    put back in the batch's shape (positions past a text's bucket, all padding, are zero)::
+
+        lengths 5, 11, 30 (bucket 8) → rows {5} at T=8, {11} at T=16, {30} at T=32 → (3, 30, H)
+    """
+
+    def __init__(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], bucket: int, max_length: int, pad_id: int) -> None:
+        self.encode = encode
+        self.bucket = bucket
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    def bucket_length(self, length: int) -> int:
+        rounded = -(-length // self.bucket) * self.bucket
+        return max(length, min(rounded, self.max_length))
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        width = mask.shape[1]
+        lengths = [int(n) for n in mask.sum(1).tolist()]
+        groups: dict[int, list[int]] = {}
+        for row, n in enumerate(lengths):
+            groups.setdefault(self.bucket_length(n), []).append(row)
+        out: torch.Tensor | None = None
+        for length, rows in sorted(groups.items()):
+            index = torch.tensor(rows, device=mask.device)
+            keep = min(length, width)
+            sub: dict[str, torch.Tensor] = {}
+            for key in ("input_ids", "attention_mask", "token_type_ids"):
+                if key in batch:
+                    part = batch[key].index_select(0, index)[:, :keep]
+                    fill = self.pad_id if key == "input_ids" else 0
+                    sub[key] = torch.nn.functional.pad(part, (0, length - keep), value=fill)
+            hidden = self.encode(sub)  # (rows, length, H)
+            if out is None:
+                out = hidden.new_zeros(mask.shape[0], width, hidden.shape[-1])
+            out[index, :keep] = hidden[:, :keep]
+        assert out is not None  # a batch has at least one row
+        return out
+
+
+def batch_invariant(device: torch.device) -> bool:
+    """Whether a matrix product's row comes out the same alone and among others on ``device`` (MKL's strict
+    reproducibility mode on a CPU makes it so; without it some row counts take other kernels)."""
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(384, 1536).to(device)
+    x = torch.randn(64, 384, generator=generator).to(device)
+    with torch.inference_mode():
+        full = layer(x)
+        return all(torch.equal(layer(x[:n]), full[:n]) for n in (1, 2, 3, 5, 17))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Micro-batching
+
+
+@dataclass
+class _Job:
+    key: tuple
+    payload: Any
+    size: int  # texts in the job
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    queued: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher:
+    """One worker thread runs every model call. ``await submit(key, payload, size)`` queues a job; the worker
+    runs the jobs of one key together through ``run(key, payloads)``, which returns one result (or
+    exception) per payload. With ``enabled=False`` each job runs alone, in arrival order."""
+
+    def __init__(
+        self, run: Callable[[tuple, list[Any]], list[Any]], enabled: bool, max_wait_s: float, max_texts: int
+    ) -> None:
+        self.run = run
+        self.enabled = enabled
+        self.max_wait_s = max_wait_s
+        self.max_texts = max_texts
+        self.batches = 0  # model calls so far
+        self.jobs = 0
+        self._queue: list[_Job] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="biomtl-serve-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish every queued job, then end the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    async def submit(self, key: tuple, payload: Any, size: int) -> Any:
+        loop = asyncio.get_running_loop()
+        job = _Job(key, payload, size, loop.create_future(), loop)
+        with self._cond:
+            if self._stopping:
+                raise RequestError(503, "the server is shutting down")
+            self._queue.append(job)
+            self._cond.notify_all()
+        return await job.future
+
+    def _take(self) -> list[_Job] | None:
+        """The next jobs to run together: the oldest job and, batching, the queued jobs of its key (FIFO, up to
+        ``max_texts`` texts), after waiting until its wait bound for more."""
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            first = self._queue[0]
+            if not self.enabled:
+                return [self._queue.pop(0)]
+            deadline = first.queued + self.max_wait_s
+            while not self._stopping:
+                queued = sum(j.size for j in self._queue if j.key == first.key)
+                left = deadline - time.monotonic()
+                if queued >= self.max_texts or left <= 0:
+                    break
+                self._cond.wait(left)
+            taken: list[_Job] = []
+            texts = 0
+            for job in list(self._queue):
+                if job.key == first.key and (not taken or texts + job.size <= self.max_texts):
+                    taken.append(job)
+                    texts += job.size
+                    self._queue.remove(job)
+            return taken
+
+    def _work(self) -> None:
+        while (jobs := self._take()) is not None:
+            self.batches += 1
+            self.jobs += len(jobs)
+            try:
+                results = self.run(jobs[0].key, [j.payload for j in jobs])
+            except Exception as e:  # a bug: every job of the batch gets it (a 500), the worker goes on
+                log.exception("model call failed")
+                results = [e] * len(jobs)
+            for job, result in zip(jobs, results, strict=True):
+                job.loop.call_soon_threadsafe(_resolve, job.future, result)
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the worker runs
+
+
+@dataclass(frozen=True)
+class AnnotateJob:
+    collection: Collection
+    tasks: list[str] | None
+    keep: frozenset[str]
+
+
+class Runner:
+    """The model calls of each endpoint, for one job alone or for several combined. A combined call that
+    raises a :class:`BiomtlError` is run again job by job, so that only the bad request gets the error."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
+        run = self.annotate if key[0] == "annotate" else self.predict
+        try:
+            return run(key, payloads)
+        except BiomtlError as e:
+            if len(payloads) == 1:
+                return [e]
+        out: list[Any] = []
+        for payload in payloads:
+            try:
+                out.extend(run(key, [payload]))
+            except BiomtlError as e:
+                out.append(e)
+        return out
+
+    def predict(self, key: tuple, payloads: list[list[Any]]) -> list[Any]:
+        task = key[1]
+        inputs = [item for items in payloads for item in items]
+        lines = [i for items in payloads for i in range(1, len(items) + 1)]  # each item's place in its request
+        rows = self.predictor.predict(task, inputs, source="inputs", lines=lines) if inputs else []
+        out, start = [], 0
+        for items in payloads:
+            out.append(rows[start : start + len(items)])
+            start += len(items)
+        return out
+
+    def annotate(self, key: tuple, payloads: list[AnnotateJob]) -> list[Any]:
+        jobs = [copy.deepcopy(job) for job in payloads]  # annotate() adds to them; a rerun starts afresh
+        combined = Collection([doc for job in jobs for doc in job.collection.documents])
+        annotate(self.predictor, combined, "request", payloads[0].tasks, payloads[0].keep)
+        return [job.collection for job in jobs]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading requests
+
+
+def check_limits(options: ServeOptions, texts: int, chars: int) -> None:
+    if texts > options.max_texts:
+        raise RequestError(413, f"too many texts: {texts} (at most {options.max_texts} per request; --max-texts)")
+    if chars > options.max_chars:
+        raise RequestError(413, f"too much text: {chars} characters (at most {options.max_chars} per request; --max-chars)")
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RequestError(400, f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise RequestError(400, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def json_api_documents(data: Any) -> bytes:
+    """``/annotate``'s JSON form as JSONL lines (read by the JSONL reader): ``{"text": str}``,
+    ``{"texts": [str, ...]}`` or ``{"documents": [{"id"?, "text", "entities"?}, ...]}``."""
+    if isinstance(data, dict) and isinstance(data.get("text"), str):
+        docs: list[Any] = [{"id": "1", "text": data["text"]}]
+    elif isinstance(data, dict) and isinstance(data.get("texts"), list):
+        if not all(isinstance(t, str) for t in data["texts"]):
+            raise RequestError(400, "texts: expected a list of strings")
+        docs = [{"id": str(i), "text": t} for i, t in enumerate(data["texts"], start=1)]
+    elif isinstance(data, dict) and isinstance(data.get("documents"), list):
+        docs = data["documents"]
+        for i, doc in enumerate(docs, start=1):
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise RequestError(400, f"documents[{i - 1}]: expected an object with a string field 'text'")
+            doc.setdefault("id", str(i))
+    else:
+        raise RequestError(400, 'expected a JSON object with "text" (a string), "texts" (strings) or "documents"')
+    return "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs).encode()
+
+
+def body_format(query: str | None, content_type: str, body: bytes) -> str:
+    """The format of an ``/annotate`` body: ``input_format=``, else its media type, else its content (as
+    ``biomtl annotate`` detects a file's)."""
+    if query is not None:
+        if query not in (*FORMATS, JSON_API):
+            raise RequestError(400, f"input_format: unknown format '{query}'; choose {', '.join((*FORMATS, JSON_API))}")
+        return query
+    media = content_type.split(";")[0].strip().lower()
+    if media in _BY_CONTENT_TYPE:
+        return _BY_CONTENT_TYPE[media]
+    if media in ("", "text/plain", "application/octet-stream"):
+        return detect_format(Path("request"), body[:200].decode("utf-8", errors="replace"))
+    raise RequestError(415, f"unsupported media type '{media}' (send text/plain, application/json, application/x-ndjson or application/xml, or name input_format=)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The application
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets a 413 before the application reads it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, int(declared))
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send, size)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Callable[[dict], Awaitable[None]], size: int) -> None:
+        text = json.dumps({"error": f"request body too large: over {self.limit} bytes (--max-body-bytes)"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(text)).encode()), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": text})
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class PredictRequest(BaseModel):
+    inputs: list[str | dict[str, Any]]
+
+
+class SimilarityRequest(BaseModel):
+    pairs: list[tuple[str, str]]
+    task: str | None = None
+
+
+def similarity_tasks(predictor: Predictor) -> list[str]:
+    """Tasks that score a pair of texts: the regression tasks."""
+    return [name for name, spec in predictor.model.specs.items() if spec.type == "regression"]
+
+
+def create_app(predictor: Predictor, options: ServeOptions | None = None, model_name: str = "") -> Any:
+    """The FastAPI application over ``predictor``. Starting it (its lifespan) starts the worker thread;
+    stopping it finishes the queued requests first."""
+    options = options or ServeOptions()
+    if problems := options.problems():
+        raise BiomtlError(problems[0])
+    invariant = batch_invariant(predictor.device)
+    model = predictor.model
+    if not isinstance(model.encode, BucketedEncoder):
+        model.encode = BucketedEncoder(model.encode, options.bucket, model.max_length, model.tokenizer.pad_token_id)  # type: ignore[method-assign]
+    batcher = MicroBatcher(Runner(predictor), options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
+    if options.batching and not invariant:
+        log.warning("micro-batched results may differ in the last bits from one request at a time on this machine "
+                    "(set MKL_CBWR=%s before starting; docs/serve.md)", STRICT_MKL)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = FastAPIOffline(
+        title="biomtl", summary="Multi-task biomedical text mining: entities, relations, labels, similarity",
+        lifespan=lifespan, redoc_url=None,
+    )
+    app.state.batcher = batcher
+    app.add_middleware(_BodyLimit, limit=options.max_body_bytes)
+    static = resources.files("biomtl") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, e: RequestError) -> Response:
+        return _error(e.status, str(e))
+
+    @app.exception_handler(BiomtlError)
+    async def biomtl_error(request: Request, e: BiomtlError) -> Response:
+        return _error(422, str(e))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> Response:
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError) -> Response:
+        errors = e.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return _error(400, f"invalid JSON: {errors[0].get('ctx', {}).get('error', errors[0].get('msg'))}")
+        first = errors[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg')}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=e)
+        return _error(500, f"internal error ({type(e).__name__}); this is a bug in biomtl")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, and how requests are batched."""
+        return {
+            "status": "ok", "model": model_name, "tasks": len(predictor.tasks), "batching": options.batching,
+            "batch_invariant": invariant, "model_calls": batcher.batches, "requests": batcher.jobs,
+        }
+
+    @app.get("/tasks")
+    async def tasks() -> dict[str, Any]:
+        """Every task (head) of the model: its type, labels and what it reads."""
+        rows = []
+        for name, spec in model.specs.items():
+            task = model.tasks[name]
+            rows.append({
+                "name": name, "type": spec.type, "labels": list(spec.labels), "token_level": task.token_level,
+                "annotates_text": task.can_annotate, "arguments": list(spec.arguments),
+            })
+        return {"tasks": rows, "limits": {"max_texts": options.max_texts, "max_chars": options.max_chars,
+                                          "max_body_bytes": options.max_body_bytes}}
+
+    @app.post("/predict/{task}")
+    async def predict(task: str, request: PredictRequest) -> dict[str, Any]:
+        """One prediction per input, as ``biomtl predict --task TASK`` gives: a string is raw text; an object
+        may carry ``id``, ``text``, ``text_b`` and (relation tasks) ``entities``."""
+        if task not in model.specs:
+            raise RequestError(404, f"unknown task '{task}' (the model has {', '.join(model.specs)})")
+        check_limits(options, len(request.inputs), sum(_chars(item) for item in request.inputs))
+        rows = await batcher.submit(("predict", task), request.inputs, len(request.inputs))
+        return {"task": task, "predictions": rows}
+
+    @app.post("/similarity")
+    async def similarity(request: SimilarityRequest) -> dict[str, Any]:
+        """The similarity score of each pair of texts, from a regression task (``task``, else the model's
+        only one)."""
+        candidates = similarity_tasks(predictor)
+        task = request.task
+        if task is None:
+            if len(candidates) != 1:
+                have = f"it has {', '.join(candidates)}" if candidates else "it has none"
+                raise RequestError(404 if not candidates else 400, f"task: name the similarity (regression) task ({have})")
+            task = candidates[0]
+        elif task not in candidates:
+            raise RequestError(404, f"task: '{task}' is not a similarity (regression) task of the model (it has {', '.join(candidates) or 'none'})")
+        check_limits(options, len(request.pairs), sum(len(a) + len(b) for a, b in request.pairs))
+        inputs = [{"text": a, "text_b": b} for a, b in request.pairs]
+        rows = await batcher.submit(("predict", task), inputs, len(inputs))
+        return {"task": task, "scores": [row["score"] for row in rows]}
+
+    annotate_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"example": {"text": "Naloxone reverses the antihypertensive effect of clonidine."}},
+                "text/plain": {"example": "Naloxone reverses the antihypertensive effect of clonidine."},
+                "application/x-ndjson": {"example": '{"id": "1", "text": "Naloxone reverses clonidine."}'},
+                "application/xml": {"example": "<collection>...</collection> (BioC XML)"},
+            },
+        }
+    }
+
+    @app.post("/annotate", openapi_extra=annotate_body)
+    async def annotate_endpoint(
+        request: Request,
+        input_format: str | None = None,
+        format: str | None = None,
+        tasks: str | None = None,
+        keep_input_entities: str | None = None,
+    ) -> Response:
+        """Entities, relations between them and document labels, as ``biomtl annotate``. The body is plain
+        text (one document per line), PubTator, BioC XML/JSON or JSONL (``input_format=``, else from the
+        media type and content), or JSON: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [{"id",
+        "text", "entities"}]}``. The answer is in ``format=`` (default: the input's)."""
+        body = await request.body()
+        fmt = body_format(input_format, request.headers.get("content-type", ""), body)
+        out = format or fmt
+        if out not in (*FORMATS, JSON_API):
+            raise RequestError(400, f"format: unknown format '{out}'; choose {', '.join((*FORMATS, JSON_API))}")
+        raw = json_api_documents(parse_json(body)) if fmt == JSON_API else body
+        collection, _ = read_documents(Path("request"), "jsonl" if fmt == JSON_API else fmt, raw)
+        docs = collection.documents
+        check_limits(options, len(docs), sum(len(p.text) for d in docs for p in d.passages))
+        keep = frozenset({ALL} if keep_input_entities == ALL else (t for t in (keep_input_entities or "").split(",") if t))
+        names = [t for t in tasks.split(",") if t] if tasks else None
+        for name in names or []:
+            if name not in model.specs:
+                raise RequestError(404, f"tasks: unknown task '{name}' (the model has {', '.join(model.specs)})")
+        # Requests are combined only when they would be planned alike: same heads, same kept types and the
+        # same entity types in the input (relation arguments may come from the input's annotations).
+        input_types = frozenset(m.type for d in docs for m in d.mentions)
+        key = ("annotate", tuple(names or ()), keep, input_types)
+        result = await batcher.submit(key, AnnotateJob(collection, names, keep), len(docs)) if docs else collection
+        if out == JSON_API:
+            rows = [json.loads(line) for line in write_documents(result, "jsonl").splitlines()]
+            return JSONResponse({"documents": rows})
+        return Response(write_documents(result, out), media_type=MEDIA_TYPES[out])
+
+    return app
+
+
+def _chars(item: Any) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, dict):
+        return sum(len(item[k]) for k in ("text", "text_b") if isinstance(item.get(k), str))
+    return 0
+
+
+def serve(
+    model_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: ServeOptions | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    precision: str = "auto",
+) -> None:
+    """Load the model once, then serve it with uvicorn until SIGINT/SIGTERM (in-flight requests finish
+    first). A bad model directory raises its :class:`BiomtlError` before anything listens."""
+    import uvicorn
+
+    predictor = Predictor.load(model_dir, device=device, batch_size=batch_size, precision=precision)
+    app = create_app(predictor, options, model_name=str(model_dir))
+    log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(predictor.tasks), host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

@@ -1,0 +1,377 @@
+"""`biomtl serve`: every endpoint, every 4xx class, the limits, the docs and page assets, micro-batching, on
+a tiny 5-head model (chemical NER, gene NER, a relation task with arguments, a document head, similarity).
+
+The tests that need a real server (equal results under concurrency, graceful shutdown) are in
+test_serve_server.py, the browser test in test_serve_browser.py; both use :func:`serve_model` from here."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
+pytest.importorskip("fastapi_offline", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from biomtl.cli import main  # noqa: E402
+from biomtl.config import RunConfig  # noqa: E402
+from biomtl.predict import Predictor  # noqa: E402
+from biomtl.serve import BucketedEncoder, ServeOptions, create_app  # noqa: E402
+
+CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
+GENES = ["receptor", "protein"]
+FILLER = ["the", "of", "in", "patients", "cells", "was", "with", "cancer", "pain"]
+
+ABSTRACT = (
+    "Aspirin inhibits the receptor in patients with cancer. Naloxone binding the protein was seen in cells. "
+    "Heparin and clonidine with the receptor of patients in pain."
+)
+
+RELATION_YAML = """name: srv-rel
+type: classification
+format: tsv
+files: {{train: {root}/rel.train.tsv, dev: {root}/rel.dev.tsv, test: {root}/rel.test.tsv}}
+columns: {{id: index, text: sentence, label: label}}
+labels: ["CPR:3", "CPR:4", "false"]
+negative_label: "false"
+markers: [["@CHEMICAL$", "@GENE$"], ["@CHEM-GENE$"]]
+arguments: [Chemical, Gene]
+entity_types: {{Chemical: Chemical, Gene: Gene}}
+metric: {{name: classification_f1, args: {{exclude: ["false"]}}}}
+main_metric: micro_f1
+"""
+
+
+def write_serve_tasks(root: Path) -> list[Path]:
+    """Chemical NER, gene NER, a relation task (label from a cue word), a document head (cancer/pain from
+    cue words) and a similarity task (shared words)."""
+    rng = random.Random(0)
+    for split, n in (("train", 48), ("dev", 8), ("test", 8)):
+        with open(root / f"chem.{split}.conll", "w") as chem, open(root / f"gene.{split}.conll", "w") as gene:
+            for _ in range(n):
+                words = [rng.choice(FILLER + CHEMICALS + GENES) for _ in range(rng.randint(4, 10))]
+                for w in words:
+                    chem.write(f"{w}\t{'B-Chemical' if w in CHEMICALS else 'O'}\n")
+                    gene.write(f"{w}\t{'B-Gene' if w in GENES else 'O'}\n")
+                chem.write("\n")
+                gene.write("\n")
+        with open(root / f"rel.{split}.tsv", "w") as f:
+            f.write("index\tsentence\tlabel\n")
+            for i in range(n):
+                cue = rng.choice(["inhibits", "binding", "and"])
+                label = {"inhibits": "CPR:4", "binding": "CPR:3", "and": "false"}[cue]
+                f.write(f"{split}{i}\t@CHEMICAL$ {cue} the @GENE$ .\t{label}\n")
+        with open(root / f"doc.{split}.tsv", "w") as f:
+            f.write("index\tdoc_id\tsentence\tlabels\n")
+            for i in range(n):
+                words = [rng.choice(FILLER) for _ in range(6)]
+                labels = [w for w in ("cancer", "pain") if w in words] or ["cancer"]
+                words[0] = labels[0] if "cancer" not in words and "pain" not in words else words[0]
+                f.write(f"d{i // 2}_s{i % 2}\td{i // 2}\t{' '.join(words)}\t{','.join(labels)}\n")
+        with open(root / f"sts.{split}.tsv", "w") as f:
+            f.write("index\tsentence1\tsentence2\tscore\n")
+            for i in range(n):
+                a = [rng.choice(FILLER) for _ in range(5)]
+                k = rng.randint(0, 4)
+                b = a[:k] + [rng.choice(FILLER) for _ in range(5 - k)]
+                f.write(f"{split}{i}\t{' '.join(a)}\t{' '.join(b)}\t{k}\n")
+
+    def files(prefix: str, ext: str) -> str:
+        return "{" + ", ".join(f"{s}: {root}/{prefix}.{s}.{ext}" for s in ("train", "dev", "test")) + "}"
+
+    yamls = {
+        "srv-chem": f"name: srv-chem\ntype: tagging\nformat: conll\nfiles: {files('chem', 'conll')}\n"
+                    "columns: {token: 0, tag: 1}\nlabels: [Chemical]\nmetric: {name: entity_f1}\nmain_metric: f1\n",
+        "srv-gene": f"name: srv-gene\ntype: tagging\nformat: conll\nfiles: {files('gene', 'conll')}\n"
+                    "columns: {token: 0, tag: 1}\nlabels: [Gene]\nmetric: {name: entity_f1}\nmain_metric: f1\n",
+        "srv-rel": RELATION_YAML.format(root=root),
+        "srv-doc": f"name: srv-doc\ntype: multilabel\nformat: tsv\nfiles: {files('doc', 'tsv')}\n"
+                   "columns: {id: index, doc_id: doc_id, text: sentence, label: labels}\nlabels: [cancer, pain]\n"
+                   "metric: {name: hoc_f1}\nmain_metric: f1\n",
+        "srv-sts": f"name: srv-sts\ntype: regression\nformat: tsv\nfiles: {files('sts', 'tsv')}\n"
+                   "columns: {id: index, text: sentence1, text_b: sentence2, label: score}\nscore_range: [0, 5]\n"
+                   "metric: {name: pearson}\nmain_metric: pearson\n",
+    }
+    paths = []
+    for name, text in yamls.items():
+        (root / f"{name}.yaml").write_text(text)
+        paths.append(root / f"{name}.yaml")
+    return paths
+
+
+_MODELS: dict[str, Path] = {}
+
+
+def serve_model(tiny_encoder: str, factory: pytest.TempPathFactory) -> Path:
+    """The tiny 5-head model, trained once per session (shared by the serve test modules)."""
+    if "model" not in _MODELS:
+        from biomtl.train import train
+
+        root = factory.mktemp("serve-tasks")
+        out = factory.mktemp("serve-run") / "run"
+        config = RunConfig(
+            tasks=[str(p) for p in write_serve_tasks(root)], output_dir=str(out), encoder=tiny_encoder, epochs=6,
+            batch_size=8, lr=3e-3, max_length=32, num_threads=1, device="cpu", save_predictions=False,
+        )
+        train(config, progress=False)
+        _MODELS["model"] = out / "best"
+    return _MODELS["model"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return serve_model(tiny_encoder, tmp_path_factory)
+
+
+def make_client(model_dir: Path, **options) -> TestClient:
+    predictor = Predictor.load(model_dir, precision="fp32")
+    return TestClient(create_app(predictor, ServeOptions(**options), model_name=str(model_dir)), raise_server_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path):
+    with make_client(model_dir, max_texts=8, max_chars=2000, max_body_bytes=20_000) as c:
+        yield c
+
+
+def error_of(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and "\n" not in body["error"]
+    return body["error"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Endpoints
+
+
+def test_health_and_tasks(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["tasks"] == 5 and health["batching"] is True
+    tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
+    assert list(tasks) == ["srv-chem", "srv-gene", "srv-rel", "srv-doc", "srv-sts"]
+    assert tasks["srv-chem"] == {"name": "srv-chem", "type": "tagging", "labels": ["Chemical"], "token_level": True,
+                                 "annotates_text": True, "arguments": []}
+    assert tasks["srv-rel"]["labels"] == ["CPR:3", "CPR:4", "false"] and tasks["srv-rel"]["arguments"] == ["Chemical", "Gene"]
+    assert tasks["srv-sts"]["type"] == "regression"
+
+
+def test_annotate_json_gives_entities_relations_and_labels(client, model_dir):
+    response = client.post("/annotate", json={"text": ABSTRACT})
+    assert response.status_code == 200, response.text
+    (doc,) = response.json()["documents"]
+    assert doc["text"] == ABSTRACT
+    found = {(e["text"].lower(), e["type"]) for e in doc["entities"]}
+    assert {("aspirin", "Chemical"), ("receptor", "Gene")} <= found
+    for e in doc["entities"]:
+        assert ABSTRACT[e["start"]:e["end"]] == e["text"] and e["source"] == "predicted" and 0 <= e["score"] <= 1
+    assert doc["relations"], "the relation head finds the cue-word relations"
+    ids = {e["id"] for e in doc["entities"]}
+    for r in doc["relations"]:
+        assert r["type"] in ("CPR:3", "CPR:4") and {a[1] for a in r["arguments"]} <= ids and 0 < r["probability"] <= 1
+    assert set(doc["labels"]) == {"srv-doc"}
+    # the same as `biomtl annotate` on the same text
+    from biomtl.annotate import annotate
+    from biomtl.formats import Collection, Document, Passage, write_documents
+
+    expected = annotate(Predictor.load(model_dir, precision="fp32"), Collection([Document("1", [Passage(0, ABSTRACT)])]), "x")
+    assert [e["text"] for e in doc["entities"]] == [json.loads(write_documents(expected, "jsonl"))["entities"][i]["text"]
+                                                   for i in range(len(doc["entities"]))]
+
+
+def test_annotate_texts_and_documents(client):
+    rows = client.post("/annotate", json={"texts": ["Aspirin inhibits the receptor.", "The cells."]}).json()["documents"]
+    assert [(r["id"], r["text"]) for r in rows] == [("1", "Aspirin inhibits the receptor."), ("2", "The cells.")]
+    given = {"documents": [{"id": "a", "text": "Aspirin inhibits the receptor.", "entities": [{"start": 0, "end": 7, "type": "Chemical"}]}]}
+    (doc,) = client.post("/annotate", json=given, params={"keep_input_entities": "Chemical"}).json()["documents"]
+    assert doc["id"] == "a"
+    assert [(e["text"], e["source"]) for e in doc["entities"] if e["type"] == "Chemical"] == [("Aspirin", "input")]
+
+
+def test_annotate_plain_text_pubtator_and_bioc(client):
+    text = client.post("/annotate", content="Aspirin inhibits the receptor.\n", headers={"content-type": "text/plain"})
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert text.text.startswith("# 1\n") and "\tChemical 0 7\tAspirin\tpredicted srv-chem" in text.text
+
+    pubtator = "111|t|Aspirin inhibits the receptor.\n111|a|Heparin binding the protein.\n111\t0\t7\tAspirin\tChemical\tD001241\n\n"
+    out = client.post("/annotate", content=pubtator, headers={"content-type": "text/plain"})
+    assert out.status_code == 200, out.text
+    assert "111\t0\t7\tAspirin\tChemical\tD001241\n" in out.text  # the input's annotation kept as it was
+    assert "predicted:srv-gene" in out.text
+
+    xml = client.post("/annotate", content=pubtator, params={"format": "bioc-xml"}, headers={"content-type": "text/plain"})
+    assert xml.status_code == 200 and xml.headers["content-type"].startswith("application/xml")
+    back = client.post("/annotate", content=xml.text, headers={"content-type": "application/xml"}, params={"format": "json"})
+    assert back.status_code == 200, back.text
+    assert any(e["text"] == "Aspirin" and e["source"] == "input" for e in back.json()["documents"][0]["entities"])
+
+
+def test_predict_each_task_type(client):
+    chem = client.post("/predict/srv-chem", json={"inputs": ["Aspirin with the receptor.", {"id": "x", "text": "Heparin."}]})
+    assert chem.status_code == 200, chem.text
+    rows = chem.json()["predictions"]
+    assert chem.json()["task"] == "srv-chem" and [r["id"] for r in rows] == ["1", "x"]
+    assert rows[0]["entities"][0]["text"] == "Aspirin"
+    rel = client.post("/predict/srv-rel", json={"inputs": ["@CHEMICAL$ inhibits the @GENE$ ."]}).json()["predictions"][0]
+    assert rel["label"] == "CPR:4" and set(rel["probabilities"]) == {"CPR:3", "CPR:4", "false"}
+    sts = client.post("/predict/srv-sts", json={"inputs": [{"text": "the cells", "text_b": "the cells"}]}).json()
+    assert isinstance(sts["predictions"][0]["score"], float)
+    assert client.post("/predict/srv-chem", json={"inputs": []}).json()["predictions"] == []
+
+
+def test_similarity(client):
+    out = client.post("/similarity", json={"pairs": [["the cells of patients", "the cells of patients"], ["pain", "cancer cells"]]})
+    assert out.status_code == 200, out.text
+    assert out.json()["task"] == "srv-sts" and len(out.json()["scores"]) == 2
+    assert client.post("/similarity", json={"pairs": [["a", "b"]], "task": "srv-sts"}).status_code == 200
+    assert "not a similarity (regression) task" in error_of(client.post("/similarity", json={"pairs": [["a", "b"]], "task": "srv-chem"}), 404)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Every 4xx class has a JSON error body
+
+
+def test_unknown_task_and_path_and_method(client):
+    assert error_of(client.post("/predict/nope", json={"inputs": ["x"]}), 404) == (
+        "unknown task 'nope' (the model has srv-chem, srv-gene, srv-rel, srv-doc, srv-sts)"
+    )
+    assert "tasks: unknown task 'nope'" in error_of(client.post("/annotate", json={"text": "x"}, params={"tasks": "nope"}), 404)
+    error_of(client.get("/no/such/path"), 404)
+    error_of(client.get("/annotate"), 405)
+    error_of(client.put("/predict/srv-chem", json={"inputs": []}), 405)
+
+
+def test_malformed_requests_are_400(client):
+    assert error_of(client.post("/annotate", content=b'{"text": ', headers={"content-type": "application/json"}), 400).startswith("invalid JSON")
+    assert error_of(client.post("/annotate", json={"txt": "x"}), 400).startswith('expected a JSON object with "text"')
+    assert error_of(client.post("/annotate", json={"texts": ["a", 3]}), 400) == "texts: expected a list of strings"
+    assert error_of(client.post("/annotate", content=b"\xff\xfe", headers={"content-type": "text/plain"}), 422) == "request:1: not valid UTF-8 (byte 0xff)"
+    assert error_of(client.post("/annotate", content=b"x", params={"input_format": "docx"}), 400).startswith("input_format: unknown format 'docx'")
+    assert error_of(client.post("/annotate", json={"text": "x"}, params={"format": "docx"}), 400).startswith("format: unknown format 'docx'")
+    assert error_of(client.post("/predict/srv-chem", content=b"{nope", headers={"content-type": "application/json"}), 400).startswith("invalid JSON")
+    assert error_of(client.post("/predict/srv-chem", json={"input": ["x"]}), 422) == "inputs: Field required"
+    assert error_of(client.post("/similarity", json={"pairs": [["only one"]]}), 422).startswith("pairs.0")
+
+
+def test_unsupported_media_type_is_415(client):
+    assert "unsupported media type 'image/png'" in error_of(client.post("/annotate", content=b"x", headers={"content-type": "image/png"}), 415)
+
+
+def test_input_the_model_cannot_read_is_422(client):
+    # A BiomtlError from the predictor or the document readers: its one line, as the CLI prints it.
+    assert error_of(client.post("/predict/srv-rel", json={"inputs": ["no masks here"]}), 422).startswith("inputs:1: ")
+    assert error_of(client.post("/predict/srv-sts", json={"inputs": ["one text"]}), 422) == (
+        "inputs:1: task srv-sts compares two texts: give 'text' and 'text_b'"
+    )
+    bad = "111|t|Aspirin.\n111\t0\t99\tAspirin\tChemical\t-\n\n"
+    assert "outside the text" in error_of(client.post("/annotate", content=bad, params={"input_format": "pubtator"}), 422)
+    outside = {"documents": [{"text": "Aspirin.", "entities": [{"start": 3, "end": 40, "type": "Chemical"}]}]}
+    assert error_of(client.post("/annotate", json=outside), 422).startswith("request:1: entities[0]: offsets 3-40 are outside the text")
+
+
+def test_limits_are_413(client):
+    assert error_of(client.post("/predict/srv-chem", json={"inputs": ["a"] * 9}), 413) == "too many texts: 9 (at most 8 per request; --max-texts)"
+    assert error_of(client.post("/annotate", json={"texts": ["aspirin"] * 9}), 413).startswith("too many texts: 9")
+    assert error_of(client.post("/similarity", json={"pairs": [["a" * 1500, "b" * 501]]}), 413) == (
+        "too much text: 2001 characters (at most 2000 per request; --max-chars)"
+    )
+    assert error_of(client.post("/annotate", content="x" * 2500, headers={"content-type": "text/plain"}), 413).startswith("too much text")
+    big = "aspirin " * 3000
+    assert error_of(client.post("/annotate", content=big, headers={"content-type": "text/plain"}), 413) == (
+        "request body too large: over 20000 bytes (--max-body-bytes)"
+    )
+
+    def chunks():  # no content-length: the limit is counted as the body streams in
+        for _ in range(30):
+            yield b"aspirin " * 100
+
+    assert error_of(client.post("/annotate", content=chunks(), headers={"content-type": "text/plain"}), 413).startswith("request body too large")
+    assert client.get("/health").status_code == 200  # the server is fine afterwards
+
+
+def test_bad_options_and_bad_model_dir(tmp_path, capsys):
+    with pytest.raises(Exception, match="--max-texts: must be >= 1, got 0"):
+        create_app(Predictor.__new__(Predictor), ServeOptions(max_texts=0))
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("biomtl: error: ") and "missing" in err[0]
+    assert main(["serve", str(tmp_path), "--max-wait-ms", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "biomtl: error: --max-wait-ms: must be >= 0, got -1.0"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Docs and page work offline
+
+
+def _external_urls(text: str) -> list[str]:
+    import re
+
+    return [u for u in re.findall(r"""(?:src|href)\s*=\s*["'](https?:[^"']+)""", text) if "127.0.0.1" not in u]
+
+
+def test_docs_and_page_load_nothing_from_outside(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert _external_urls(docs.text) == []
+    import re
+
+    for asset in re.findall(r"""(?:src|href)\s*=\s*["'](/[^"']+)""", docs.text):
+        assert client.get(asset).status_code == 200, asset
+    spec = client.get("/openapi.json").json()
+    assert {"/annotate", "/predict/{task}", "/similarity", "/tasks", "/health"} <= set(spec["paths"])
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert _external_urls(page.text) == []
+    for asset in ("/static/app.js", "/static/style.css"):
+        body = client.get(asset)
+        assert body.status_code == 200 and "http://" not in body.text and "https://" not in body.text
+
+
+# ------------------------------------------------------------------------------------------------------
+# Micro-batching
+
+
+def test_bucketed_encoder_rows_match_the_batch_shape():
+    import torch
+
+    seen = []
+
+    def encode(batch):
+        seen.append(tuple(batch["input_ids"].shape))
+        return batch["input_ids"].float().unsqueeze(-1).repeat(1, 1, 2)
+
+    ids = torch.tensor([[5, 6, 0, 0, 0, 0, 0, 0, 0, 0], [5, 6, 7, 8, 9, 9, 9, 9, 9, 9], [5, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    out = BucketedEncoder(encode, bucket=4, max_length=12, pad_id=0)({"input_ids": ids, "attention_mask": mask})
+    assert sorted(seen) == [(1, 12), (2, 4)]  # lengths 2 and 1 → 4; length 10 → 12 (the bucket, within max_length)
+    assert out.shape == (3, 10, 2) and torch.equal(out[..., 0], (ids * mask).float())
+    assert BucketedEncoder(encode, bucket=8, max_length=30, pad_id=0).bucket_length(29) == 30
+
+
+def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(model_dir):
+    with make_client(model_dir, max_wait_ms=300) as c:
+        texts = [f"{CHEMICALS[i % 4]} inhibits the receptor of patients {'with pain ' * (i % 3)}." for i in range(8)]
+        results: dict[int, object] = {}
+
+        def send(i: int) -> None:
+            if i == 3:  # malformed for its task: no masks
+                results[i] = c.post("/predict/srv-rel", json={"inputs": ["no masks"]})
+            else:
+                results[i] = c.post("/predict/srv-rel", json={"inputs": [texts[i].replace(CHEMICALS[i % 4], "@CHEMICAL$").replace("receptor", "@GENE$")]})
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert error_of(results[3], 422).startswith("inputs:1: ")
+        assert all(results[i].status_code == 200 for i in range(8) if i != 3)
+        health = c.get("/health").json()
+        assert health["requests"] == 8 and health["model_calls"] < 8  # shared forward passes
