@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from biomtl.config import RunConfig
     from biomtl.data.readers import read_split
+    from biomtl.datadirs import DataDirs
     from biomtl.inference import resolve_device
     from biomtl.model import default_encoder_path, load_tokenizer
     from biomtl.tasks import load_dataset_spec
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train_log.setLevel(logging.DEBUG)  # the train_s record is logged at DEBUG
         reset_peak_memory(device)
         try:
-            result = train(config, prepared=prepared, progress=False)
+            result = train(config, DataDirs.from_env(prepared=prepared), progress=False)
         finally:
             train_log.removeHandler(handler)
             train_log.setLevel(level)
@@ -110,9 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError(f"expected {args.epochs} train_s records from biomtl.train, got {len(handler.seconds)}")
 
     # Real tokens: the features train() trained on (windows of at most max_length sub-words), re-encoded here.
-    spec = load_dataset_spec(TASK)
-    train_ex = read_split(spec, "train", prepared=prepared, limit=args.max_train_examples)
-    test_ex = read_split(spec, "test", prepared=prepared, limit=args.max_eval_examples)
+    spec = load_dataset_spec(TASK, DataDirs.from_env(prepared=prepared))
+    train_ex = read_split(spec, "train", limit=args.max_train_examples)
+    test_ex = read_split(spec, "test", limit=args.max_eval_examples)
     features = TaggingTask(spec).encode(train_ex, load_tokenizer(default_encoder_path()), args.max_length)
     real_tokens = sum(len(f["input_ids"]) for f in features) * args.epochs
     train_s = sum(handler.seconds)

@@ -200,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import pipeline
 
     from biomtl.data.readers import read_split
+    from biomtl.datadirs import DataDirs
     from biomtl.predict import Predictor
     from biomtl.tasks import load_dataset_spec
 
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     prepared = prepared_dir(args.prepared)
-    examples = read_split(load_dataset_spec(TASK), "test", prepared=prepared, limit=args.sentences)
+    examples = read_split(load_dataset_spec(TASK, DataDirs.from_env(prepared=prepared)), "test", limit=args.sentences)
     texts = [" ".join(ex.tokens) for ex in examples]
 
     model = build_model(args.model)

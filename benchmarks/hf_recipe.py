@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     from biomtl.data.readers import read_split
+    from biomtl.datadirs import DataDirs
     from biomtl.metrics import entity_f1
     from biomtl.model import default_encoder_path
     from biomtl.tasks import load_dataset_spec
@@ -104,9 +105,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     prepared = prepared_dir(args.prepared)
-    spec = load_dataset_spec(TASK)
-    train_ex = read_split(spec, "train", prepared=prepared, limit=args.max_train_examples)
-    test_ex = read_split(spec, "test", prepared=prepared, limit=args.max_eval_examples)
+    spec = load_dataset_spec(TASK, DataDirs.from_env(prepared=prepared))
+    train_ex = read_split(spec, "train", limit=args.max_train_examples)
+    test_ex = read_split(spec, "test", limit=args.max_eval_examples)
     tags = TaggingTask(spec).tags
     label2id = {t: i for i, t in enumerate(tags)}
 

@@ -78,12 +78,13 @@ def blue_lengths(tokenizer: Any, max_length: int, prepared: Path | None, limit: 
     import yaml
 
     from biomtl.data.readers import read_split
+    from biomtl.datadirs import DataDirs
     from biomtl.tasks import TASK_TYPES, load_dataset_spec
 
     lengths = {}
     for name in yaml.safe_load(STUDY.read_text())["tasks"]:
-        spec = load_dataset_spec(name)
-        examples = read_split(spec, "train", prepared=prepared, limit=limit)
+        spec = load_dataset_spec(name, DataDirs.from_env(prepared=prepared))
+        examples = read_split(spec, "train", limit=limit)
         features = TASK_TYPES[spec.type](spec).encode(examples, tokenizer, max_length)
         lengths[name] = [len(f["input_ids"]) for f in features]
     return lengths

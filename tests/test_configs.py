@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from biomtl.config import REPO_CONFIGS
+from biomtl.datadirs import DataDirs
 from biomtl.data.readers import read_split, validate_dataset
 from biomtl.tasks import load_dataset_spec
 
@@ -27,8 +28,8 @@ def test_shipped_dataset_configs_parse():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PUBLIC, ids=lambda p: p.stem)
 def test_public_configs_validate_against_real_data(path, corpora_dir, prepared_dir):
-    spec = load_dataset_spec(path)
-    assert validate_dataset(spec, corpora_dir, prepared_dir) == []
+    spec = load_dataset_spec(path, DataDirs.from_env(corpora_dir, prepared_dir))
+    assert validate_dataset(spec) == []
 
 
 CLINICAL_FILES = {
@@ -57,10 +58,10 @@ def test_clinical_formats_on_synthetic_files(path, tmp_path):
         target = tmp_path / pattern.format(split=split, split_title=titles[split])
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content.format(split=split) if "{" in content else content)
-    spec = load_dataset_spec(path)
+    spec = load_dataset_spec(path, DataDirs.from_env(corpora=tmp_path))
     assert spec.restricted
-    assert validate_dataset(spec, corpora=tmp_path) == []
-    examples = read_split(spec, "train", corpora=tmp_path)
+    assert validate_dataset(spec) == []
+    examples = read_split(spec, "train")
     assert examples and all(ex.label is not None for ex in examples)
 
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from biomtl.config import RunConfig
+from biomtl.datadirs import DataDirs
 from biomtl.model import MultiTaskModel, default_encoder_path
 from biomtl.predict import Predictor
 from biomtl.train import train
@@ -31,7 +32,7 @@ def test_embedded_encoder_learns_real_ner(tmp_path, prepared_dir, monkeypatch):
         tasks=["bc5cdr-chemical"], output_dir=str(tmp_path / "run"), epochs=2, batch_size=16, lr=1e-4,
         max_length=64, max_train_examples=160, max_eval_examples=80, num_threads=2, save_predictions=False,
     )
-    result = train(config, prepared=prepared_dir, progress=False)
+    result = train(config, DataDirs.from_env(prepared=prepared_dir), progress=False)
     history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [row["train_loss"]["bc5cdr-chemical"] for row in history if row["split"] == "dev"]
     assert losses[1] < losses[0]

@@ -489,7 +489,7 @@ def test_compute_unknown_metric_suggests_a_name() -> None:
 def test_compute_unknown_metric_without_a_close_name_lists_all() -> None:
     names = "accuracy, classification_f1, entity_f1, hoc_f1, macro_f1, micro_f1, multilabel_f1, pearson"
     with pytest.raises(
-        ConfigError, match=re.escape(f"metric.name: unknown metric 'bleu'; choose one of: {names}")
+        ConfigError, match=re.escape(f"metric.name: unknown metric 'bleu'; known metrics: {names}")
     ):
         compute("bleu", [], [])
 

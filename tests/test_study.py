@@ -113,7 +113,7 @@ def test_interrupted_run_is_resumed(tmp_path, tiny_encoder, toy_tasks, monkeypat
     (Path(run.config.output_dir) / "checkpoint" / "state.json").write_text("{}")
     seen = {}
 
-    def fake_train(cfg, corpora, prepared, resume, overwrite, progress):
+    def fake_train(cfg, data_dirs, resume, overwrite, progress):
         seen.update(resume=resume, overwrite=overwrite)
         raise KeyboardInterrupt  # stop the study here
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from biomtl.atomic import atomic_write_text
+from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ConfigError
 
 log = logging.getLogger("biomtl")
@@ -23,10 +24,9 @@ log = logging.getLogger("biomtl")
 EXIT_USAGE = 2
 
 
-def _paths(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
-    corpora = Path(args.corpora) if getattr(args, "corpora", None) else None
-    prepared = Path(args.data) if getattr(args, "data", None) else None
-    return corpora, prepared
+def _data_dirs(args: argparse.Namespace) -> DataDirs:
+    """The data directories from ``--corpora``/``--data``, else the environment: resolved here, once."""
+    return DataDirs.from_env(getattr(args, "corpora", None), getattr(args, "data", None))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from biomtl.experiments.schema import is_study_config
     from biomtl.tasks import load_dataset_spec
 
-    corpora, prepared = _paths(args)
+    data_dirs = _data_dirs(args)
     # `validate run.yaml epochs=2`: key=value items are overrides for the run configs, as `train` takes them.
     overrides = [c for c in args.configs if "=" in c and not Path(c).exists()]
     failed = 0
@@ -78,11 +78,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if is_study_config(data):
                 kind = f"study config, {validate_study(path)}"
             elif "tasks" in data and "type" not in data:
-                problems = _run_config_problems(apply_overrides(data, overrides), path)
+                problems = _run_config_problems(apply_overrides(data, overrides), path, data_dirs.beside(path))
                 kind = "run config"
             else:
-                spec = load_dataset_spec(path)
-                problems = validate_dataset(spec, corpora, prepared)
+                spec = load_dataset_spec(path, data_dirs)
+                problems = validate_dataset(spec)
                 kind = f"{spec.type} task {spec.name}"
         except ConfigError as e:
             problems = e.problems
@@ -99,7 +99,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else 0
 
 
-def _run_config_problems(data: dict, path: str) -> list[str]:
+def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str]:
     """Every problem of a run config that ``train`` would stop at before its first step: its values, its
     tasks (each dataset config, statically), the device on this machine, and ``max_length`` against a local
     encoder's positions."""
@@ -110,7 +110,7 @@ def _run_config_problems(data: dict, path: str) -> list[str]:
 
     config = RunConfig.from_dict(data, path)  # raises ConfigError with every problem of the values
     problems: list[str] = []
-    checks = [lambda t=task: load_dataset_spec(t) for task in config.tasks]
+    checks = [lambda t=task: load_dataset_spec(t, data_dirs) for task in config.tasks]
     checks.append(lambda: resolve_device(config.device))
     if config.init_from:
         checks.append(lambda: read_manifest(Path(config.init_from)))
@@ -139,8 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         data["output_dir"] = args.output_dir
     config = RunConfig.from_dict(data, args.config)
-    corpora, prepared = _paths(args)
-    result = train(config, corpora, prepared, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    result = train(config, _data_dirs(args).beside(args.config), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_result(result)
     return 0
 
@@ -271,18 +270,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from biomtl.experiments.study import run_study
 
-    corpora, prepared = _paths(args)
     run_study(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
-              corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet, plan=args.plan)
+              data_dirs=_data_dirs(args), overrides=args.overrides, progress=not args.quiet, plan=args.plan)
     return 0
 
 
 def cmd_pairwise(args: argparse.Namespace) -> int:
     from biomtl.experiments.pairwise import run_pairwise
 
-    corpora, prepared = _paths(args)
     run_pairwise(args.config, profile=args.profile, seeds=args.seeds, output_dir=args.output_dir,
-                 corpora=corpora, prepared=prepared, overrides=args.overrides, progress=not args.quiet,
+                 data_dirs=_data_dirs(args), overrides=args.overrides, progress=not args.quiet,
                  plan=args.plan)
     return 0
 

@@ -13,9 +13,7 @@ value is collected and raised together as one :class:`~biomtl.errors.ConfigError
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import os
 import re
 import string
 import types
@@ -26,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from biomtl.errors import ConfigError
+from biomtl.datadirs import CORPORA_ENV, DATASETS_ENV, DataDirs
+from biomtl.errors import ConfigError, did_you_mean
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SPLITS = ("train", "dev", "test")
@@ -77,11 +76,6 @@ def _has_bool(value: Any) -> bool:
     return False
 
 
-def _did_you_mean(key: str, options: list[str], what: str = "keys") -> str:
-    close = difflib.get_close_matches(key, options, n=1)
-    return f"; did you mean '{close[0]}'?" if close else f"; known {what}: {', '.join(sorted(options))}"
-
-
 def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
     """Build dataclass ``cls`` from a mapping, appending every problem to ``problems``.
 
@@ -96,7 +90,7 @@ def build(cls: type, data: Any, where: str, problems: list[str]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            problems.append(f"{where}: unknown key '{key}'{_did_you_mean(str(key), list(fields))}")
+            problems.append(f"{where}: unknown key '{key}'{did_you_mean(str(key), list(fields))}")
             continue
         tp = hints[key]
         nested = _nested_dataclass(tp)
@@ -237,6 +231,17 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class SplitFile:
+    """One split's file, found when its dataset config is loaded (:func:`resolve_files`)."""
+
+    template: str  # as the config gives it
+    path: Path | None  # absolute; None when the template cannot be resolved (``problem`` says why)
+    header: bool
+    columns: dict[str, str | int]
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """One task: a configured dataset. Labels are listed here and nowhere else.
 
@@ -269,12 +274,25 @@ class DatasetSpec:
     unique_ids: bool = True
     restricted: bool = False
     config_path: str | None = None
+    # Each split's file with its path resolved, set when the config is loaded (resolve_files).
+    _files: dict[str, SplitFile] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         """A JSON-able description (saved inside model directories)."""
         data = dataclasses.asdict(self)
         data.pop("config_path")
+        data.pop("_files")
         return data
+
+    def file(self, split: str) -> SplitFile:
+        """Where ``split``'s rows are, as resolved when the config was loaded. A spec that was not loaded from
+        a config file (a saved model's) is resolved against the environment's directories."""
+        if split not in self.files:
+            raise ConfigError(f"{self.config_path}: files: no '{split}' split")
+        found = (self._files or resolve_files(self, DataDirs.from_env()))[split]
+        if found.path is None:
+            raise ConfigError(str(found.problem))
+        return found
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "task spec") -> DatasetSpec:
@@ -285,17 +303,31 @@ class DatasetSpec:
         return spec
 
 
-def find_dataset_config(name_or_path: str, search: list[Path] | None = None) -> Path:
-    """``chemprot`` → ``configs/datasets/chemprot.yaml``; a path is returned as is."""
+SHIPPED_DATASETS = REPO_CONFIGS / "datasets"
+
+
+def find_dataset_config(name_or_path: str, data_dirs: DataDirs | None = None) -> Path:
+    """The dataset config a run or study names. A path (``*.yaml``) that is relative resolves against the
+    naming file's directory (``data_dirs.base``; without one, the working directory). A name, ``my-ner``, is
+    ``my-ner.yaml`` beside that file, else in a ``BIOMTL_DATASETS`` directory, else a shipped config
+    (``configs/datasets/``, with its subfolders such as ``clinical/``).
+    """
+    data_dirs = data_dirs or DataDirs.from_env()
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
-        return candidate
-    for root in search or [Path("configs/datasets"), REPO_CONFIGS / "datasets"]:
-        for path in (root / f"{name_or_path}.yaml", *root.glob(f"*/{name_or_path}.yaml")):
-            if path.is_file():
-                return path
-    known = sorted(p.stem for p in (REPO_CONFIGS / "datasets").rglob("*.yaml"))
-    raise ConfigError(f"tasks: no dataset config found for '{name_or_path}'{_did_you_mean(name_or_path, known, 'tasks')}")
+        return candidate if candidate.is_absolute() or data_dirs.base is None else data_dirs.base / candidate
+    searched = [*([data_dirs.base] if data_dirs.base else []), *data_dirs.datasets]
+    for path in [d / f"{name_or_path}.yaml" for d in searched] + [
+        SHIPPED_DATASETS / f"{name_or_path}.yaml", *sorted(SHIPPED_DATASETS.glob(f"*/{name_or_path}.yaml"))
+    ]:
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in data_dirs.datasets for p in d.glob("*.yaml")} | {p.stem for p in SHIPPED_DATASETS.rglob("*.yaml")})
+    nearby = [p.stem for p in data_dirs.base.glob("*.yaml")] if data_dirs.base else []
+    hint = did_you_mean(name_or_path, nearby + known, None) or did_you_mean(name_or_path, known, "tasks")
+    looked = [f"{data_dirs.base} (beside the config)"] if data_dirs.base else []
+    looked += [f"{d} ({DATASETS_ENV})" for d in data_dirs.datasets] + [f"{SHIPPED_DATASETS} (shipped)"]
+    raise ConfigError(f"tasks: no dataset config found for '{name_or_path}'{hint} (looked in {', '.join(looked)})")
 
 
 def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> list[str]:
@@ -306,12 +338,12 @@ def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> 
 
     problems = []
     if spec.type not in task_types:
-        problems.append(f"{where}: type: unknown task type '{spec.type}'{_did_you_mean(spec.type, task_types)}")
+        problems.append(f"{where}: type: unknown task type '{spec.type}'{did_you_mean(spec.type, task_types)}")
     if spec.format not in FORMATS:
-        problems.append(f"{where}: format: unknown format '{spec.format}'{_did_you_mean(spec.format, list(FORMATS))}")
+        problems.append(f"{where}: format: unknown format '{spec.format}'{did_you_mean(spec.format, list(FORMATS))}")
     for split in spec.files:
         if split not in SPLITS:
-            problems.append(f"{where}: files: unknown split '{split}'{_did_you_mean(split, list(SPLITS))}")
+            problems.append(f"{where}: files: unknown split '{split}'{did_you_mean(split, list(SPLITS))}")
     if "train" not in spec.files:
         problems.append(f"{where}: files: the 'train' split is required")
     if "dev" not in spec.files and not spec.dev_from_train:
@@ -325,13 +357,13 @@ def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> 
         if isinstance(entry, dict):
             unknown = [k for k in entry if k not in ("path", "header", "columns")]
             for k in unknown:
-                problems.append(f"{where}: files.{split}: unknown key '{k}'{_did_you_mean(k, ['path', 'header', 'columns'])}")
+                problems.append(f"{where}: files.{split}: unknown key '{k}'{did_you_mean(k, ['path', 'header', 'columns'])}")
             if not isinstance(entry.get("path"), str):
                 problems.append(f"{where}: files.{split}: 'path' is required")
     if spec.metric.name not in metrics.METRICS:
         problems.append(
             f"{where}: metric.name: unknown metric '{spec.metric.name}'"
-            f"{_did_you_mean(spec.metric.name, list(metrics.METRICS))}"
+            f"{did_you_mean(spec.metric.name, list(metrics.METRICS))}"
         )
     else:
         problems.extend(f"{where}: {p}" for p in metrics.metric_problems(spec.metric.name, spec.metric.args))
@@ -339,7 +371,7 @@ def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> 
         if spec.main_metric not in keys:
             problems.append(
                 f"{where}: main_metric: '{spec.main_metric}' is not a score of metric '{spec.metric.name}'"
-                f"{_did_you_mean(spec.main_metric, list(keys), 'scores')}"
+                f"{did_you_mean(spec.main_metric, list(keys), 'scores')}"
             )
     if len(set(spec.labels)) != len(spec.labels):
         dup = sorted({x for x in spec.labels if spec.labels.count(x) > 1})
@@ -368,7 +400,7 @@ def argument_problems(spec: DatasetSpec) -> list[str]:
         )
     for entity_type, argument in spec.entity_types.items():
         if argument not in spec.arguments:
-            hint = _did_you_mean(argument, spec.arguments, "argument types") if spec.arguments else " (declare arguments:)"
+            hint = did_you_mean(argument, spec.arguments, "argument types") if spec.arguments else " (declare arguments:)"
             problems.append(f"entity_types.{entity_type}: unknown argument type '{argument}'{hint}")
     for argument in dict.fromkeys(spec.arguments):
         if argument not in spec.entity_types.values():
@@ -393,26 +425,35 @@ def placeholder_problem(template: str) -> str | None:
     return None
 
 
-def resolve_data_path(template: str, spec: DatasetSpec, corpora: Path | None, prepared: Path | None) -> Path:
-    """Expand ``{corpora}``/``{prepared}`` in a ``files`` entry; other relative paths are relative to the
-    config file."""
-    from biomtl.corpora import CORPORA_ENV, default_prepared_dir
+def resolve_files(spec: DatasetSpec, data_dirs: DataDirs) -> dict[str, SplitFile]:
+    """Each split's file: ``{corpora}``/``{prepared}`` expanded from ``data_dirs`` (whose directories are absolute),
+    any other relative path taken relative to the config file. A template that cannot be resolved keeps its
+    reason, raised when that split is read (so a config validates statically without a corpus directory)."""
+    resolved = {}
+    for split, entry in spec.files.items():
+        options = entry if isinstance(entry, dict) else {}
+        template = options.get("path") if isinstance(entry, dict) else entry
+        header, columns = options.get("header", spec.header), options.get("columns", spec.columns)
+        if not isinstance(template, str):
+            problem: str | None = f"{split}: 'path' is required"
+        elif "{corpora}" in template and data_dirs.corpora is None:
+            problem = f"'{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}"
+        else:
+            problem = placeholder_problem(template)
+        if problem is not None or not isinstance(template, str):
+            resolved[split] = SplitFile(str(template), None, header, columns, f"{spec.config_path}: files: {problem}")
+            continue
+        path = Path(template.format(corpora=data_dirs.corpora, prepared=data_dirs.prepared))
+        if not path.is_absolute() and spec.config_path:
+            path = Path(spec.config_path).parent / path
+        resolved[split] = SplitFile(template, path.absolute(), header, columns)
+    return resolved
 
-    corpora_dir = corpora or os.environ.get(CORPORA_ENV)
-    if problem := placeholder_problem(template):
-        raise ConfigError(f"{spec.config_path}: files: {problem}")
-    if "{corpora}" in template and not corpora_dir:
-        raise ConfigError(f"{spec.config_path}: files: '{template}' needs the corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
-    # Directories given on the command line or in the environment are relative to the working directory;
-    # only a plain relative path in a config is relative to that config file.
-    values = {
-        "corpora": str(Path(corpora_dir).absolute()) if corpora_dir else "",
-        "prepared": str(Path(prepared or default_prepared_dir()).absolute()),
-    }
-    path = Path(template.format(**values))
-    if not path.is_absolute() and spec.config_path:
-        path = Path(spec.config_path).parent / path
-    return path
+
+def with_files(spec: DatasetSpec, data_dirs: DataDirs) -> DatasetSpec:
+    """``spec`` with its files resolved against ``data_dirs`` (for a spec that was not loaded from its config, such
+    as a saved model's)."""
+    return dataclasses.replace(spec, _files=resolve_files(spec, data_dirs))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -495,7 +536,7 @@ class RunConfig:
         for key, options in (("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING)):
             value = getattr(self, key)
             if value not in options:
-                p.append(f"{key}: unknown value '{value}'{_did_you_mean(value, list(options), 'values')}")
+                p.append(f"{key}: unknown value '{value}'{did_you_mean(value, list(options), 'values')}")
         for task in self.loss_weights:
             if task not in self.tasks:
                 p.append(f"loss_weights: '{task}' is not one of the run's tasks ({', '.join(self.tasks)})")

@@ -7,7 +7,25 @@ that line and exits with status 2; it never shows a traceback for these.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
+
+
+def did_you_mean(word: str, options: Iterable[str], what: str | None = "keys") -> str:
+    """The end of an "unknown ..." message: the closest option, else every option (nothing when ``what`` is
+    None, for a message that lists them already).
+
+    >>> did_you_mean("epoch", ["epochs", "seed"])
+    "; did you mean 'epochs'?"
+    >>> did_you_mean("x", ["b", "a"], "tasks")
+    '; known tasks: a, b'
+    """
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f"; known {what}: {', '.join(sorted(options))}" if what else ""
 
 
 class BiomtlError(Exception):

@@ -15,7 +15,6 @@ config validation report a bad name or argument before any work starts.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from collections import Counter, defaultdict
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from biomtl.errors import ConfigError
+from biomtl.errors import ConfigError, did_you_mean
 
 Scores = dict[str, Any]
 """A metric's result: stable top-level keys with float values, plus an optional per-label breakdown."""
@@ -409,9 +408,7 @@ def metric_problems(name: str, arguments: Iterable[str] = ()) -> list[str]:
     ["metric.name: unknown metric 'micro_f'; did you mean 'micro_f1'?"]
     """
     if name not in METRICS:
-        close = difflib.get_close_matches(name, METRICS, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(sorted(METRICS))}"
-        return [f"metric.name: unknown metric '{name}'; {hint}"]
+        return [f"metric.name: unknown metric '{name}'{did_you_mean(name, METRICS, 'metrics')}"]
     accepted = _arguments(name)
     return [
         f"metric.{argument}: metric '{name}' takes no argument '{argument}'; "

@@ -27,6 +27,7 @@ from torch import nn
 from biomtl import __version__
 from biomtl.atomic import atomic_dir
 from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, DatasetSpec, RunConfig
+from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ModelDirError
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
 
@@ -337,15 +338,16 @@ def _manifest_problem(desc: dict) -> str | None:
     return None
 
 
-def build_model(config: RunConfig) -> MultiTaskModel:
+def build_model(config: RunConfig, data_dirs: DataDirs | None = None) -> MultiTaskModel:
     """The model a run config describes: a fresh encoder with new heads, or (``init_from``, the fine-tune stage)
-    an earlier run's encoder, with that run's heads when ``keep_heads``.
+    an earlier run's encoder, with that run's heads when ``keep_heads``. Its tasks' dataset configs are found
+    and their files resolved with ``data_dirs`` (:func:`biomtl.tasks.load_dataset_spec`).
 
     >>> build_model(RunConfig(tasks=["biosses"], output_dir="runs/biosses"))  # doctest: +SKIP
     """
     specs = {}
     for entry in config.tasks:
-        spec = load_dataset_spec(entry)
+        spec = load_dataset_spec(entry, data_dirs)
         specs[spec.name] = spec
     if not config.init_from:
         return MultiTaskModel.from_encoder(

@@ -33,6 +33,7 @@ from biomtl.data.cache import FEATURES, FeatureCache, split_key
 from biomtl.data.examples import Example
 from biomtl.data.readers import read_split, splits
 from biomtl.data.sampler import TaskBatchSampler
+from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, TrainingError
 from biomtl.inference import autocast, autocast_dtype, predict_features, resolve_device
 from biomtl.model import MultiTaskModel, build_model
@@ -105,25 +106,20 @@ class TaskData:
     features: dict[str, list[Feature]]
 
 
-def load_task_data(
-    model: MultiTaskModel,
-    config: RunConfig,
-    corpora: Path | None,
-    prepared: Path | None,
-    cache: FeatureCache = FEATURES,
-) -> dict[str, TaskData]:
-    """Every split of every task, read and tokenised (or taken from ``cache``, shared by a study's runs)."""
+def load_task_data(model: MultiTaskModel, config: RunConfig, cache: FeatureCache = FEATURES) -> dict[str, TaskData]:
+    """Every split of every task, read from the files its spec resolved and tokenised (or taken from ``cache``,
+    shared by a study's runs)."""
     data = {}
     for name, spec in model.specs.items():
         task = model.tasks[name]
         examples, features = {}, {}
         for split in splits(spec):
             limit = config.max_train_examples if split == "train" else config.max_eval_examples
-            key = split_key(spec, split, limit, corpora, prepared, model.tokenizer, config.max_length)
+            key = split_key(spec, split, limit, model.tokenizer, config.max_length)
 
             def read_and_encode(spec: DatasetSpec = spec, split: str = split, limit: int | None = limit,
                                 task: Any = task) -> tuple[list[Example], list[Feature]]:
-                exs = read_split(spec, split, corpora, prepared, limit=limit)
+                exs = read_split(spec, split, limit=limit)
                 return exs, task.encode(exs, model.tokenizer, config.max_length)
 
             examples[split], features[split] = cache.get(key, read_and_encode)
@@ -294,13 +290,13 @@ class TrainState:
 
 def train(
     config: RunConfig,
-    corpora: Path | None = None,
-    prepared: Path | None = None,
+    data_dirs: DataDirs | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train one run and return its result (also written to ``output_dir/result.json``).
+    """Train one run and return its result (also written to ``output_dir/result.json``). ``data_dirs`` says where the
+    tasks' dataset configs and files are (default: the environment's directories).
 
     >>> train(RunConfig(tasks=["biosses"], output_dir="runs/biosses", epochs=1))  # doctest: +SKIP
     """
@@ -317,8 +313,8 @@ def train(
     dtype = autocast_dtype(config.precision, device)
     seed_everything(config.seed)
 
-    model = build_model(config)
-    data = load_task_data(model, config, corpora, prepared)
+    model = build_model(config, data_dirs)
+    data = load_task_data(model, config)
     prepare_output_dir(out, resume, overwrite)  # only now: a run that fails to start leaves nothing behind
     model.to(device)
 

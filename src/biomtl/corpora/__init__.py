@@ -13,19 +13,17 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from biomtl import __version__
 from biomtl.atomic import atomic_dir, check_writable_dir
 from biomtl.corpora.files import check_sources, sha256
+from biomtl.datadirs import default_prepared_dir, resolve_corpora_dir  # noqa: F401 (re-exported)
 from biomtl.errors import BiomtlError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
-CORPORA_ENV = "BIOMTL_CORPORA"
-PREPARED_ENV = "BIOMTL_DATA"
 # The layout of the task files; a directory of another version is not up to date. 2: TSV fields are written
 # literally (1 CSV-quoted fields that hold '"').
 FORMAT_VERSION = 2
@@ -50,25 +48,6 @@ def _preparer(task: str) -> Preparer:
 
 
 TASKS = ("bc5cdr-chemical", "bc5cdr-disease", "chemprot", "ddi", "biosses", "hoc")
-
-
-def default_prepared_dir() -> Path:
-    """Where prepared task files live unless ``--out``/``BIOMTL_DATA`` says otherwise."""
-    if os.environ.get(PREPARED_ENV):
-        return Path(os.environ[PREPARED_ENV])
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "biomtl" / "tasks"
-
-
-def resolve_corpora_dir(corpora: str | Path | None) -> Path:
-    """The corpus directory from the flag, else ``BIOMTL_CORPORA``; fails with a clear message."""
-    value = corpora or os.environ.get(CORPORA_ENV)
-    if not value:
-        raise BiomtlError(f"no corpus directory: pass --corpora DIR or set {CORPORA_ENV}")
-    path = Path(value)
-    if not path.is_dir():
-        raise BiomtlError(f"corpus directory {path} does not exist")
-    return path
 
 
 def prepare(

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from biomtl import __version__
-from biomtl.config import _did_you_mean
-from biomtl.corpora import CORPORA_ENV, resolve_corpora_dir, sha256
-from biomtl.errors import BiomtlError
+from biomtl.corpora.files import sha256
+from biomtl.datadirs import CORPORA_ENV, resolve_corpora_dir
+from biomtl.errors import BiomtlError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Catalogue:
         known = self.tasks()
         for task in tasks:
             if task not in known:
-                raise BiomtlError(f"unknown task '{task}'{_did_you_mean(task, known, 'tasks')}")
+                raise BiomtlError(f"unknown task '{task}'{did_you_mean(task, known, 'tasks')}")
         wanted = set(tasks)
         return (
             [c for c in self.corpora if wanted & set(c.tasks)],

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from biomtl.config import DatasetSpec
-from biomtl.data.readers import split_path
 from biomtl.errors import BiomtlError
 
 V = TypeVar("V")
@@ -44,19 +42,12 @@ class FeatureCache:
         return len(self._entries)
 
 
-def split_key(
-    spec: DatasetSpec,
-    split: str,
-    limit: int | None,
-    corpora: Path | None,
-    prepared: Path | None,
-    tokenizer: Any,
-    max_length: int,
-) -> tuple:
-    """What one split's features depend on: the task's spec, the split and its cap, the file (path,
-    modification time, size), the tokenizer and ``max_length``."""
+def split_key(spec: DatasetSpec, split: str, limit: int | None, tokenizer: Any, max_length: int) -> tuple:
+    """What one split's features depend on: the task's spec, the split and its cap, the file its spec resolved
+    (path, modification time, size), the tokenizer and ``max_length``."""
     try:
-        path = split_path(spec, split if split in spec.files else "train", corpora, prepared)
+        path = spec.file(split if split in spec.files else "train").path
+        assert path is not None  # spec.file raises for a path it could not resolve
         stamp: tuple = (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
     except (OSError, BiomtlError):
         stamp = ("missing", split)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from biomtl.config import DatasetSpec, resolve_data_path
+from biomtl.config import DatasetSpec
 from biomtl.corpora.files import line_problem
 from biomtl.data.examples import Example
-from biomtl.errors import BiomtlError, ConfigError, DataError
+from biomtl.errors import BiomtlError, DataError
 from biomtl.tasks import TaskType, make_task
 from biomtl.tasks.base import InvalidLabel
 from biomtl.tasks.masks import mask_problem
@@ -267,13 +267,6 @@ def _read_conll(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
 READERS = {"tsv": _read_tsv, "jsonl": _read_jsonl, "conll": _read_conll}
 
 
-def split_path(spec: DatasetSpec, split: str, corpora: Path | None = None, prepared: Path | None = None) -> Path:
-    if split not in spec.files:
-        raise ConfigError(f"{spec.config_path}: files: no '{split}' split")
-    entry = spec.files[split]
-    return resolve_data_path(entry["path"] if isinstance(entry, dict) else entry, spec, corpora, prepared)
-
-
 def splits(spec: DatasetSpec) -> list[str]:
     """The splits a task has: its files, plus ``dev`` when it is carved from train."""
     names: list[str] = [s for s in ("train", "dev", "test") if s in spec.files]
@@ -289,38 +282,29 @@ def _dev_indices(n: int, fraction: float) -> set[int]:
 
 
 def read_split(
-    spec: DatasetSpec,
-    split: str,
-    corpora: Path | None = None,
-    prepared: Path | None = None,
-    problems: list[str] | None = None,
-    limit: int | None = None,
-    _carve: bool = True,
+    spec: DatasetSpec, split: str, problems: list[str] | None = None, limit: int | None = None, _carve: bool = True
 ) -> list[Example]:
-    """Read and check one split of a task. ``limit`` keeps a seeded random subset (same for every run).
+    """Read and check one split of a task from the file its spec resolved when loaded. ``limit`` keeps a
+    seeded random subset (same for every run).
 
     >>> from biomtl.tasks import load_dataset_spec
     >>> read_split(load_dataset_spec("biosses"), "train")[0].label  # doctest: +SKIP
     2.2
     """
     if split == "dev" and "dev" not in spec.files and spec.dev_from_train:
-        train = read_split(spec, "train", corpora, prepared, problems, _carve=False)
+        train = read_split(spec, "train", problems, _carve=False)
         held = _dev_indices(len(train), spec.dev_from_train)
         examples = [ex for i, ex in enumerate(train) if i in held]
         return _limit(examples, limit)
-    path = split_path(spec, split, corpora, prepared)
+    file = spec.file(split)
+    path = file.path
+    assert path is not None  # spec.file raises for a path it could not resolve
     report = _Collector(problems)
-    entry = spec.files[split]
     if not path.is_file():
-        template = entry["path"] if isinstance(entry, dict) else entry
-        hint = " (run `biomtl data prepare` first)" if "{prepared}" in template else ""
+        hint = " (run `biomtl data prepare` first)" if "{prepared}" in file.template else ""
         report(DataError(path, None, f"file not found for split '{split}' of task {spec.name}{hint}"))
         return []
-    file_spec = spec
-    if isinstance(entry, dict):
-        file_spec = dataclasses.replace(
-            spec, header=entry.get("header", spec.header), columns=entry.get("columns", spec.columns)
-        )
+    file_spec = dataclasses.replace(spec, header=file.header, columns=file.columns)
     examples = READERS[spec.format](file_spec, path, report)
     if split == "train" and _carve and "dev" not in spec.files and spec.dev_from_train:
         held = _dev_indices(len(examples), spec.dev_from_train)
@@ -363,12 +347,12 @@ def _limit(examples: list[Example], limit: int | None) -> list[Example]:
     return [examples[i] for i in keep]
 
 
-def validate_dataset(spec: DatasetSpec, corpora: Path | None = None, prepared: Path | None = None) -> list[str]:
+def validate_dataset(spec: DatasetSpec) -> list[str]:
     """Every problem in every split's file, one line each (empty when the dataset is valid)."""
     problems: list[str] = []
     for split in [s for s in splits(spec) if s in spec.files]:
         try:
-            read_split(spec, split, corpora, prepared, problems=problems)
+            read_split(spec, split, problems=problems)
         except BiomtlError as e:
             problems.append(str(e))
     return problems

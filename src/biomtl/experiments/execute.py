@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from biomtl.checkpoint import CHECKPOINT, find_checkpoint
+from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError
 from biomtl.experiments import report
 from biomtl.experiments.plan import check_data
@@ -67,8 +68,7 @@ def _main_scores(result: dict, split: str) -> str:
 
 
 def execute(
-    run: Run, corpora: Path | None = None, prepared: Path | None = None, progress: bool = True,
-    keep_checkpoint: bool = False,
+    run: Run, data_dirs: DataDirs | None = None, progress: bool = True, keep_checkpoint: bool = False,
 ) -> dict:
     """Train one run unless finished (skip) or interrupted (resume); returns its ``result.json``.
 
@@ -84,7 +84,7 @@ def execute(
         resume = find_checkpoint(out) is not None
         log.info("%s: %s (%s)", run.label, "resuming" if resume else "training", ", ".join(run.tasks))
         started = time.time()
-        result = train(run.config, corpora, prepared, resume=resume, overwrite=not resume, progress=progress)
+        result = train(run.config, data_dirs, resume=resume, overwrite=not resume, progress=progress)
         log.info("%s: done in %.0f s, best epoch %d; dev %s; test %s", run.label, time.time() - started,
                  result["best_epoch"], _main_scores(result, "dev"), _main_scores(result, "test"))
     if not keep_checkpoint:
@@ -97,7 +97,7 @@ def execute(
 
 
 def execute_all(
-    study: Study, runs: list[Run], kind: str, corpora: Path | None, prepared: Path | None, progress: bool
+    study: Study, runs: list[Run], kind: str, progress: bool
 ) -> dict[tuple[int, str], dict]:
     """Check every run's settings and (when something is left to train) the data, then train, resume or
     skip each run; returns ``{(seed, run name): result}``. Shared by the study and pairwise drivers."""
@@ -106,6 +106,6 @@ def execute_all(
     log.info("%s %s: %d runs over seeds %s (%d to train) → %s", kind, study.source, len(runs),
              study.seeds, len(todo), study.output_dir)
     if todo:
-        check_data(study, corpora, prepared)
+        check_data(study)
     keep = study.config.keep_checkpoints
-    return {(r.seed, r.name): execute(r, corpora, prepared, progress, keep) for r in runs}
+    return {(r.seed, r.name): execute(r, study.data_dirs, progress, keep) for r in runs}

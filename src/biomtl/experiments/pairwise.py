@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError
 from biomtl.experiments import report
 from biomtl.experiments.execute import execute_all
@@ -29,8 +30,7 @@ def run_pairwise(
     profile: str | None = "quick",
     seeds: int | None = None,
     output_dir: str | Path | None = None,
-    corpora: Path | None = None,
-    prepared: Path | None = None,
+    data_dirs: DataDirs | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
     plan: bool = False,
@@ -40,13 +40,13 @@ def run_pairwise(
 
     >>> run_pairwise("configs/studies/blue-public.yaml", profile="quick", seeds=1)  # doctest: +SKIP
     """
-    study = load_study(config_path, profile, overrides, seeds, output_dir)
+    study = load_study(config_path, profile, overrides, seeds, output_dir, data_dirs)
     if len(study.tasks) < 2:
         raise ConfigError(f"{study.source}: tasks: pairwise needs at least two tasks")
     if plan:
-        print(plan_runs(study, pairwise_runs(study), corpora, prepared), end="")
+        print(plan_runs(study, pairwise_runs(study)), end="")
         return {}
-    results = execute_all(study, pairwise_runs(study), "pairwise", corpora, prepared, progress)
+    results = execute_all(study, pairwise_runs(study), "pairwise", progress)
     summary = report.summarize_pairwise(study, results)
     out = study.output_dir
     out.mkdir(parents=True, exist_ok=True)

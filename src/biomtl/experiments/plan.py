@@ -35,21 +35,21 @@ def pairwise_runs(study: Study) -> list[Run]:
     return runs
 
 
-def check_data(study: Study, corpora: Path | None, prepared: Path | None) -> None:
+def check_data(study: Study) -> None:
     """Fail before any training when a task's data files are missing (every task's reported)."""
-    from biomtl.data.readers import split_path, splits
+    from biomtl.data.readers import splits
 
     problems: list[str] = []
     for entry in study.tasks.values():
-        spec = load_dataset_spec(entry)
+        spec = load_dataset_spec(entry, study.data_dirs)
         missing: list[Path] = []
         for split in [s for s in splits(spec) if s in spec.files]:
             try:
-                path = split_path(spec, split, corpora, prepared)
+                path = spec.file(split).path
             except ConfigError as e:
                 problems.extend(p for p in e.problems if p not in problems)
                 continue
-            if not path.is_file():
+            if path is not None and not path.is_file():
                 missing.append(path)
         if missing:
             prepared_files = any("{prepared}" in str(f) for f in spec.files.values())
@@ -60,19 +60,19 @@ def check_data(study: Study, corpora: Path | None, prepared: Path | None) -> Non
         raise ConfigError(problems)
 
 
-def plan_runs(study: Study, runs: list[Run], corpora: Path | None = None, prepared: Path | None = None) -> str:
+def plan_runs(study: Study, runs: list[Run]) -> str:
     """A Markdown table of the runs with their settings and optimizer steps (nothing is trained), to size a
     profile before spending a GPU on it. Steps count the training examples after ``max_train_examples``;
     a tagging sentence longer than ``max_length`` adds a window or two on top."""
     from biomtl.data.readers import read_split
     from biomtl.data.sampler import TaskBatchSampler
 
-    check_data(study, corpora, prepared)
+    check_data(study)
     sizes: dict[tuple[str, int | None], int] = {}
 
     def size(entry: str, cap: int | None) -> int:
         if (entry, cap) not in sizes:
-            sizes[(entry, cap)] = len(read_split(load_dataset_spec(entry), "train", corpora, prepared, limit=cap))
+            sizes[(entry, cap)] = len(read_split(load_dataset_spec(entry, study.data_dirs), "train", limit=cap))
         return sizes[(entry, cap)]
 
     rows: list[list[str]] = []

@@ -25,14 +25,14 @@ Runs of the same kind differ only in seed and output directory.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomtl.config import RunConfig, _did_you_mean, apply_overrides, build, read_yaml
-from biomtl.errors import ConfigError
+from biomtl.config import RunConfig, apply_overrides, build, read_yaml
+from biomtl.datadirs import DataDirs
+from biomtl.errors import ConfigError, did_you_mean
 from biomtl.tasks import load_dataset_spec
 
 SETTINGS = ("st", "mtl", "mtl_ft")
@@ -126,6 +126,8 @@ class Study:
     tasks: dict[str, str]  # task name → its dataset config as RunConfig.tasks takes it (name or path)
     seeds: list[int]
     run_overrides: dict[str, Any] = field(default_factory=dict)  # command-line RunConfig keys, applied last
+    # Where the tasks' configs and files are: the command line's directories, tasks named beside the study file.
+    data_dirs: DataDirs | None = None
     # The validated RunConfig of each kind of run, built once (by load_study, or by run() on first use).
     configs: dict[RunKind, RunConfig] = field(default_factory=dict, repr=False, compare=False)
 
@@ -202,8 +204,11 @@ def load_study(
     overrides: list[str] | None = None,
     seeds: int | None = None,
     output_dir: str | Path | None = None,
+    data_dirs: DataDirs | None = None,
 ) -> Study:
-    """Load, merge and validate a study config; every problem is reported at once as a ConfigError.
+    """Load, merge and validate a study config; every problem is reported at once as a ConfigError. Its tasks
+    are looked up beside it first (:func:`biomtl.config.find_dataset_config`) with ``data_dirs`` (default: the
+    environment's directories).
 
     ``seeds`` (``--seeds N``) keeps the first N of a listed ``seeds:``, or means seeds 1..N for a count.
     The RunConfig of every kind of run is built and validated here, before any work.
@@ -212,6 +217,7 @@ def load_study(
     [1, 2]
     """
     source = str(path)
+    data_dirs = (data_dirs or DataDirs.from_env()).beside(path)
     problems: list[str] = []
     data, where = _apply_profile(read_yaml(path), profile or None, source, problems)
     study_overrides, run_items = _split_overrides(list(overrides or []))
@@ -226,12 +232,12 @@ def load_study(
             raise ConfigError(problems)
     run_overrides = _check_section(run_values, "override", problems)
     sections = {s: _check_section(getattr(config, s), f"{where}: {s}", problems) for s in _SECTION_NAMES}
-    names = _resolve_tasks(config.tasks, where, problems)
+    names = _resolve_tasks(config.tasks, data_dirs, where, problems)
     task_overrides = _check_task_overrides(config.task_overrides, names, where, problems)
     seed_list = _resolve_seeds(config.seeds, seeds, where, problems)
     # Built from the entries that passed so far, so that the runs' values are checked even when some did not.
     checked = dataclasses.replace(config, task_overrides=task_overrides, **sections)
-    study = Study(checked, source, profile or None, names, seed_list, run_overrides)
+    study = Study(checked, source, profile or None, names, seed_list, run_overrides, data_dirs)
     _build_run_configs(study, where, problems)
     if problems:
         raise ConfigError(problems)
@@ -252,15 +258,14 @@ def _apply_profile(raw: dict, profile: str | None, source: str, problems: list[s
         for key in values:
             if key == "profiles" or key not in fields:
                 options = [f for f in fields if f != "profiles"]
-                problems.append(f"{source}: profiles.{name}: unknown key '{key}'{_did_you_mean(str(key), options)}")
+                problems.append(f"{source}: profiles.{name}: unknown key '{key}'{did_you_mean(str(key), options)}")
     if profile is None:
         return raw, source
     if not profiles:
         problems.append(f"{source}: no profiles defined, so profile '{profile}' cannot be used; "
                         "pass --profile '' to run the file as it is")
     elif profile not in profiles:
-        close = difflib.get_close_matches(profile, list(profiles), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(profile, profiles, None)
         problems.append(f"{source}: profiles: no profile '{profile}' (defined: {', '.join(profiles)}){hint}")
     elif isinstance(profiles[profile], dict):  # its unknown keys are reported above
         known = {k: v for k, v in profiles[profile].items() if k in fields and k != "profiles"}
@@ -304,7 +309,7 @@ def _check_task_overrides(
     for task, per_setting in overrides.items():
         if task not in names:
             problems.append(f"{where}: task_overrides: '{task}' is not one of the study's tasks"
-                            f"{_did_you_mean(task, list(names))}")
+                            f"{did_you_mean(task, list(names))}")
         for setting, values in per_setting.items():
             if setting not in TASK_OVERRIDE_SETTINGS:
                 problems.append(f"{where}: task_overrides.{task}: unknown setting '{setting}' "
@@ -315,14 +320,14 @@ def _check_task_overrides(
     return clean
 
 
-def _resolve_tasks(entries: list[str], where: str, problems: list[str]) -> dict[str, str]:
+def _resolve_tasks(entries: list[str], data_dirs: DataDirs, where: str, problems: list[str]) -> dict[str, str]:
     """Task name → dataset config entry; every entry's config is loaded (statically validated)."""
     names: dict[str, str] = {}
     if not entries:
         problems.append(f"{where}: tasks: at least one task is required")
     for entry in entries:
         try:
-            spec = load_dataset_spec(entry)
+            spec = load_dataset_spec(entry, data_dirs)
         except ConfigError as e:
             problems.extend(f"{where}: tasks: {p}" for p in e.problems)
             continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from biomtl.datadirs import DataDirs
 from biomtl.experiments import report
 from biomtl.experiments.execute import execute_all
 from biomtl.experiments.plan import plan_runs, study_runs
@@ -33,8 +34,7 @@ def run_study(
     profile: str | None = "quick",
     seeds: int | None = None,
     output_dir: str | Path | None = None,
-    corpora: Path | None = None,
-    prepared: Path | None = None,
+    data_dirs: DataDirs | None = None,
     overrides: list[str] | None = None,
     progress: bool = True,
     plan: bool = False,
@@ -44,11 +44,11 @@ def run_study(
 
     >>> run_study("configs/studies/blue-public.yaml", profile="quick", seeds=1)  # doctest: +SKIP
     """
-    study = load_study(config_path, profile, overrides, seeds, output_dir)
+    study = load_study(config_path, profile, overrides, seeds, output_dir, data_dirs)
     if plan:
-        print(plan_runs(study, study_runs(study), corpora, prepared), end="")
+        print(plan_runs(study, study_runs(study)), end="")
         return {}
-    results = execute_all(study, study_runs(study), "study", corpora, prepared, progress)
+    results = execute_all(study, study_runs(study), "study", progress)
     summary = report.summarize_study(study, results)
     study.output_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(study.output_dir / "results.json", summary)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biomtl.config import DatasetSpec, build, check_dataset_spec, find_dataset_config, read_yaml
+from biomtl.config import DatasetSpec, build, check_dataset_spec, find_dataset_config, read_yaml, with_files
+from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError
 from biomtl.tasks.base import HeadSettings, InvalidLabel, Prediction, TaskType
 from biomtl.tasks.classification import ClassificationTask
@@ -50,22 +51,24 @@ def spec_problems(spec: DatasetSpec, where: str) -> list[str]:
     return problems
 
 
-def load_dataset_spec(name_or_path: str | Path) -> DatasetSpec:
-    """Load a dataset config and check it statically, every problem at once (its files are checked by
-    :func:`biomtl.data.readers.validate_dataset`).
+def load_dataset_spec(name_or_path: str | Path, data_dirs: DataDirs | None = None) -> DatasetSpec:
+    """Load a dataset config (found as :func:`~biomtl.config.find_dataset_config` says) and check it
+    statically, every problem at once; its files' paths are resolved against ``data_dirs`` (default: the
+    environment's directories), once. The files themselves are checked by
+    :func:`biomtl.data.readers.validate_dataset`.
 
     >>> load_dataset_spec("chemprot").labels  # doctest: +SKIP
     ['CPR:3', 'CPR:4', 'CPR:5', 'CPR:6', 'CPR:9', 'false']
     """
-    path = find_dataset_config(str(name_or_path))
-    data = read_yaml(path)
+    data_dirs = data_dirs or DataDirs.from_env()
+    path = find_dataset_config(str(name_or_path), data_dirs)
     problems: list[str] = []
-    spec = build(DatasetSpec, {**data, "config_path": str(path)}, str(path), problems)
+    spec = build(DatasetSpec, {**read_yaml(path), "config_path": str(path)}, str(path), problems)
     if spec is not None:
         problems.extend(spec_problems(spec, str(path)))
     if problems:
         raise ConfigError(problems)
-    return spec
+    return with_files(spec, data_dirs)
 
 
 __all__ = [
