@@ -246,7 +246,11 @@ class SentenceTask(TaskBase, ABC):
         texts = [ex.text for ex in examples]
         pairs = [ex.text_b for ex in examples]
         kwargs = {"truncation": True, "max_length": max_length}
-        enc = tokenizer(texts, pairs, **kwargs) if any(p is not None for p in pairs) else tokenizer(texts, **kwargs)
+        if any(p is None for p in pairs) and any(p is not None for p in pairs):  # single texts and pairs mixed
+            rows = [tokenizer(text, pair, **kwargs) for text, pair in zip(texts, pairs, strict=True)]
+            enc = {key: [row[key] for row in rows] for key in rows[0]}
+        else:
+            enc = tokenizer(texts, pairs, **kwargs) if any(p is not None for p in pairs) else tokenizer(texts, **kwargs)
         features = []
         for i, ex in enumerate(examples):
             feat: Feature = {"input_ids": enc["input_ids"][i], "example_index": i}
