@@ -267,6 +267,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Before torch first runs: MKL's strict reproducibility, so that a micro-batched text's numbers do not
+    # depend on how many texts share its matrix products (docs/serve.md).
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    try:
+        import uvicorn  # noqa: F401
+
+        from biomtl.serve import ServeOptions, serve
+    except ImportError as e:
+        raise BiomtlError(f"biomtl serve needs the serve extra ({e.name} is missing): pip install 'biomtl[serve]'") from None
+
+    if args.batch_size < 1:
+        raise BiomtlError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    options = ServeOptions(
+        max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,
+        batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts,
+    )
+    if problems := options.problems():
+        raise BiomtlError(problems[0])
+    serve(args.model, args.host, args.port, options, device=args.device, batch_size=args.batch_size,
+          precision=args.precision)
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from biomtl.experiments.study import run_study
 
@@ -358,6 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
     p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("serve", help="HTTP service and web page for a model (needs the serve extra)")
+    p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 above)")
+    p.add_argument("--max-texts", type=int, default=100, help="texts (documents, inputs, pairs) per request")
+    p.add_argument("--max-chars", type=int, default=100_000, help="characters of text per request")
+    p.add_argument("--no-batching", action="store_true", help="run requests one at a time, never combined")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to batch")
+    p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="a model as Hugging Face checkpoints (one per task) or one ONNX graph")
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
