@@ -2,7 +2,7 @@
 a tiny 5-head model (chemical NER, gene NER, a relation task with arguments, a document head, similarity).
 
 The tests that need a real server (equal results under concurrency, graceful shutdown) are in
-test_serve_server.py, the browser test in test_serve_browser.py; both use :func:`serve_model` from here."""
+test_serve_server.py (with the browser test), which uses :func:`serve_model` from here."""
 
 from __future__ import annotations
 

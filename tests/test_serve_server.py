@@ -1,0 +1,186 @@
+"""`biomtl serve` as a real process on 127.0.0.1: concurrent requests give what one request at a time gives,
+SIGTERM finishes the request in flight, and the page works in headless Chromium (Debian's ``chromium``,
+driven by Playwright through ``executable_path``; the test skips, saying why, where either is missing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx", reason="the serve tests need httpx")
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
+
+from test_serve import ABSTRACT, CHEMICALS, serve_model  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(model_dir: Path, *flags: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``biomtl serve`` on a free loopback port; yields its URL once /health answers, stops it at the end."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("MKL_CBWR", None)  # biomtl serve sets it
+    cmd = [sys.executable, "-m", "biomtl", "serve", str(model_dir), "--port", str(port), "--precision", "fp32", *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"biomtl serve exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("biomtl serve did not answer /health within 120 s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return serve_model(tiny_encoder, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[str]:
+    with running_server(model_dir, "--max-wait-ms", "20") as (url, _):
+        yield url
+
+
+def requests_to_send() -> list[tuple[str, dict]]:
+    """Texts of many lengths, so that batches mix lengths; annotate, predict and similarity requests."""
+    words = "the receptor of patients with cancer in cells was seen with pain".split()
+    out: list[tuple[str, dict]] = []
+    for i in range(16):
+        text = f"{CHEMICALS[i % 4].capitalize()} inhibits the receptor. " + " ".join(words[: i % 12]) + f" {CHEMICALS[(i + 1) % 4]} binding the protein."
+        out.append(("/annotate", {"text": text}))
+    for i in range(8):
+        out.append(("/predict/srv-rel", {"inputs": ["@CHEMICAL$ " + " ".join(words[: i + 1]) + " @GENE$ ."]}))
+        out.append(("/similarity", {"pairs": [[" ".join(words[: i + 2]), " ".join(words[i:])]]}))
+    return out
+
+
+def test_concurrent_requests_equal_one_at_a_time(server):
+    health = httpx.get(f"{server}/health").json()
+    if not health["batch_invariant"]:
+        pytest.skip("this machine's matrix products are not batch-invariant (no MKL strict mode); see docs/serve.md")
+    todo = requests_to_send()
+    with httpx.Client(base_url=server, timeout=60) as client:
+        alone = [client.post(path, json=body) for path, body in todo]
+    assert all(r.status_code == 200 for r in alone), [r.text for r in alone if r.status_code != 200]
+    calls_before = httpx.get(f"{server}/health").json()["model_calls"]
+
+    together: list = [None] * len(todo)
+    start = threading.Barrier(16)
+
+    def worker(k: int) -> None:
+        with httpx.Client(base_url=server, timeout=60) as client:
+            start.wait()
+            for i in range(k, len(todo), 16):
+                together[i] = client.post(todo[i][0], json=todo[i][1])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = httpx.get(f"{server}/health").json()["model_calls"] - calls_before
+    assert calls < len(todo), "concurrent requests shared model calls"
+    for i, (a, b) in enumerate(zip(alone, together, strict=True)):
+        assert b.status_code == 200, b.text
+        assert json.dumps(a.json(), sort_keys=True) == json.dumps(b.json(), sort_keys=True), todo[i]
+
+
+def test_sigterm_finishes_the_request_in_flight(model_dir):
+    # The worker waits 1.5 s for company, so the request is still in flight when SIGTERM comes.
+    with running_server(model_dir, "--max-wait-ms", "1500") as (url, proc):
+        result: dict = {}
+
+        def send() -> None:
+            result["response"] = httpx.post(f"{url}/annotate", json={"text": ABSTRACT}, timeout=60)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        # uvicorn stops listening, lets the request finish, then re-raises the signal it caught
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+        response = result["response"]
+        assert response.status_code == 200 and response.json()["documents"][0]["entities"]
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/health", timeout=5)
+
+
+def _playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; .ci/run installs it)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    return sync_playwright
+
+
+def test_page_highlights_the_api_entities_in_a_browser(server, tmp_path):
+    sync_playwright = _playwright()
+    api = httpx.post(f"{server}/annotate", json={"text": ABSTRACT}, timeout=60).json()["documents"][0]
+    assert api["entities"] and api["relations"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            outside: list[str] = []
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
+            page.goto(f"{server}/")
+            page.fill("#text", ABSTRACT)
+            page.click("#annotate")
+            page.wait_for_selector("#status:text('done')", timeout=60_000)
+            marks = page.eval_on_selector_all(
+                "mark.entity", "els => els.map(e => [Number(e.dataset.start), Number(e.dataset.end), e.dataset.type])"
+            )
+            legend = page.eval_on_selector_all(".legend-item", "els => els.map(e => e.dataset.type)")
+            relations = page.eval_on_selector_all("tr.relation .probability", "els => els.map(e => e.textContent)")
+            labels = page.eval_on_selector_all(".label-task", "els => els.map(e => e.dataset.task)")
+            page.screenshot(path=str(tmp_path / "serve-page.png"), full_page=True)
+        finally:
+            browser.close()
+    assert sorted(marks) == sorted([e["start"], e["end"], e["type"]] for e in api["entities"])
+    assert sorted(legend) == sorted({e["type"] for e in api["entities"]})
+    assert relations == [f"{r['probability']:.3f}" for r in api["relations"]]
+    assert labels == list(api["labels"])
+    assert outside == [], "the page loads nothing from outside the server"
+    if artefacts := os.environ.get("BIOMTL_ARTEFACTS"):
+        Path(artefacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "serve-page.png", Path(artefacts) / "serve-page.png")
