@@ -1,0 +1,211 @@
+"""`biomtl serve` under load, on 127.0.0.1 only: 2,000 requests at concurrency 16, one in ten malformed or
+oversized, against a server with micro-batching and one without; plus one request at a time as the baseline.
+
+Valid requests are ``POST /annotate {"text": sentence}`` with one biomedical sentence each. Bad ones cycle
+through malformed JSON, too many texts, a body over the size limit and an unknown task. The run checks that
+no valid request failed and that every bad one got a 4xx, and reports p50/p99 latency and throughput.
+
+    python benchmarks/serve_load.py --json-out results/serve-load.json
+
+The model is ``--model DIR``, else the embedded all-MiniLM-L6-v2 with a BC5CDR-chemical head (random head
+weights: the compute is a trained model's), written to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import command_line, fmt, machine, machine_line, markdown_table
+
+HOST = "127.0.0.1"  # loopback only
+SENTENCES = [
+    "Naloxone reverses the antihypertensive effect of clonidine.",
+    "Cisplatin-induced nephrotoxicity was reduced by amifostine in patients with ovarian cancer.",
+    "Lithium carbonate may cause diabetes insipidus and hypothyroidism during long-term treatment.",
+    "The effect of haloperidol on dopamine receptor binding was measured in rat striatum.",
+    "Aspirin inhibits cyclooxygenase and reduces the synthesis of prostaglandins.",
+    "Heparin-induced thrombocytopenia is an immune-mediated adverse drug reaction.",
+    "Treatment with doxorubicin was associated with cardiotoxicity in a dose-dependent manner.",
+    "Cocaine increases extracellular dopamine by blocking the dopamine transporter.",
+    "Tamoxifen reduced the recurrence of estrogen receptor positive breast cancer.",
+    "Amiodarone can cause pulmonary fibrosis, thyroid dysfunction and corneal deposits.",
+    "Metformin lowers hepatic glucose production through activation of AMP-activated protein kinase.",
+    "Intravenous vancomycin was given for methicillin-resistant Staphylococcus aureus bacteraemia.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def default_model(directory: Path) -> Path:
+    from biomtl.model import MultiTaskModel
+    from biomtl.tasks import load_dataset_spec
+
+    MultiTaskModel.from_encoder(None, {"bc5cdr-chemical": load_dataset_spec("bc5cdr-chemical")}).save(directory)
+    return directory
+
+
+def start_server(model: Path, batching: bool, max_texts: int, max_body: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "biomtl", "serve", str(model), "--host", HOST, "--port", str(port),
+           "--max-texts", str(max_texts), "--max-body-bytes", str(max_body)]
+    if not batching:
+        cmd.append("--no-batching")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the server did not start within 300 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def request_plan(n: int, bad_every: int, max_texts: int, max_body: int) -> list[tuple[str, str, bytes, dict]]:
+    """(kind, path, body, headers) for each request; every ``bad_every``-th one is bad, of four kinds in turn."""
+    json_headers = {"content-type": "application/json"}
+    bad = [
+        ("malformed", "/annotate", b'{"text": "Aspirin', json_headers),
+        ("too many texts", "/annotate", json.dumps({"texts": ["Aspirin."] * (max_texts + 1)}).encode(), json_headers),
+        ("body too large", "/annotate", json.dumps({"text": "aspirin " * (max_body // 8 + 1)}).encode(), json_headers),
+        ("unknown task", "/predict/no-such-task", json.dumps({"inputs": ["Aspirin."]}).encode(), json_headers),
+    ]
+    plan = []
+    for i in range(n):
+        if i % bad_every == bad_every - 1:
+            plan.append(bad[(i // bad_every) % len(bad)])
+        else:
+            plan.append(("valid", "/annotate", json.dumps({"text": SENTENCES[i % len(SENTENCES)]}).encode(), json_headers))
+    return plan
+
+
+async def run_load(url: str, plan: list[tuple[str, str, bytes, dict]], concurrency: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    failures: list[str] = []
+    statuses: dict[str, dict[int, int]] = {}
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                kind, path, body, headers = queue.get_nowait()
+                start = time.perf_counter()
+                try:
+                    response = await client.post(path, content=body, headers=headers)
+                    status = response.status_code
+                except httpx.TransportError as e:
+                    failures.append(f"{kind}: {type(e).__name__}")
+                    continue
+                elapsed = time.perf_counter() - start
+                statuses.setdefault(kind, {}).setdefault(status, 0)
+                statuses[kind][status] += 1
+                if kind == "valid":
+                    latencies.append(elapsed)
+                    if status != 200:
+                        failures.append(f"valid: {status} {response.text[:100]}")
+                elif not 400 <= status < 500:
+                    failures.append(f"{kind}: {status} (expected a 4xx)")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests": len(plan), "concurrency": concurrency, "wall_s": wall,
+        "valid": len(latencies), "throughput_rps": len(plan) / wall, "valid_per_s": len(latencies) / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "statuses": {k: {str(s): n for s, n in v.items()} for k, v in statuses.items()},
+        "failures": failures,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="a model directory (default: MiniLM + a BC5CDR-chemical head)")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--baseline-requests", type=int, default=300, help="valid requests sent one at a time")
+    p.add_argument("--bad-every", type=int, default=10)
+    p.add_argument("--max-texts", type=int, default=100)
+    p.add_argument("--max-body-bytes", type=int, default=100_000)
+    p.add_argument("--json-out")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else default_model(Path(tmp) / "model")
+        plan = request_plan(args.requests, args.bad_every, args.max_texts, args.max_body_bytes)
+        baseline_plan = request_plan(args.baseline_requests, args.baseline_requests + 1, args.max_texts, args.max_body_bytes)
+        results: dict[str, Any] = {}
+        for batching in (True, False):
+            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes)
+            try:
+                name = "batching" if batching else "no batching"
+                asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
+                results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency))
+                results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1))
+                health = httpx.get(f"{url}/health").json()
+                results[f"{name}, concurrency {args.concurrency}"]["batch_invariant"] = health["batch_invariant"]
+            finally:
+                stop_server(proc)
+
+    header = ["server", "load", "requests (valid)", "errors on valid", "non-4xx on bad", "p50 ms", "p99 ms", "valid req/s"]
+    rows = []
+    for name, r in results.items():
+        server, load = name.split(", ", 1)
+        valid_errors = sum(1 for f in r["failures"] if f.startswith("valid"))
+        rows.append([server, load, f"{r['requests']:,} ({r['valid']:,})", valid_errors, len(r["failures"]) - valid_errors,
+                     fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["valid_per_s"])])
+    info = machine()
+    base = results["no batching, one at a time"]["valid_per_s"]
+    speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base
+    print(f"`{command_line()}`\n\nMachine: {machine_line(info)}\n")
+    print(markdown_table(header, rows))
+    print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps({"command": command_line(), "machine": info, "results": results,
+                                                   "speedup": speedup}, indent=1))
+    if any(r["failures"] for r in results.values()):
+        for name, r in results.items():
+            for f in r["failures"][:5]:
+                print(f"{name}: {f}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
