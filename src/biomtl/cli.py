@@ -14,10 +14,16 @@ import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from biomtl.atomic import atomic_write_text
 from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from biomtl.data.examples import Example
 
 log = logging.getLogger("biomtl")
 
@@ -61,8 +67,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from biomtl.config import apply_overrides, read_yaml
-    from biomtl.data.readers import validate_dataset
+    from biomtl.config import DEFAULT_MAX_LENGTH, apply_overrides, read_yaml
+    from biomtl.data.readers import read_dataset
+    from biomtl.data.summary import dataset_summary
     from biomtl.experiments.plan import validate_study
     from biomtl.experiments.schema import is_study_config
     from biomtl.tasks import load_dataset_spec
@@ -73,6 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for path in [c for c in args.configs if c not in overrides]:
         problems: list[str] = []
+        summary: list[str] = []  # what was read, for a dataset config
         try:
             data = read_yaml(path)
             if is_study_config(data):
@@ -82,8 +90,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 kind = "run config"
             else:
                 spec = load_dataset_spec(path, data_dirs)
-                problems = validate_dataset(spec)
+                examples = read_dataset(spec, problems)
                 kind = f"{spec.type} task {spec.name}"
+                if not problems:
+                    summary = dataset_summary(spec, examples, *_example_length(), DEFAULT_MAX_LENGTH,
+                                              " (the default; a run sets its own)")
         except ConfigError as e:
             problems = e.problems
             kind = ""
@@ -96,7 +107,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"biomtl: error: {p}", file=sys.stderr)
         else:
             print(f"{path}: ok ({kind})")
+            for line in summary:
+                print(f"  {line}")
     return EXIT_USAGE if failed else 0
+
+
+def _example_length() -> tuple[Callable[[Example], int], str]:
+    """How ``validate`` measures an example against ``max_length``: sub-word tokens of the default encoder's
+    tokenizer, [CLS] and [SEP] included (as ``max_length`` counts them); words when no tokenizer is at hand."""
+    from biomtl.data.summary import word_count
+    from biomtl.model import configured_encoder, default_encoder_path, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(default_encoder_path())
+    except BiomtlError:
+        return word_count, "words (a word count: no tokenizer at hand)"
+
+    def length(ex: Example) -> int:
+        if ex.tokens is not None:
+            return len(tokenizer(ex.tokens, is_split_into_words=True)["input_ids"])
+        return len(tokenizer(ex.text, ex.text_b)["input_ids"])
+
+    return length, f"tokens of the {configured_encoder(None) or 'default encoder'}'s tokenizer"
+
 
 
 def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str]:
@@ -139,7 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         data["output_dir"] = args.output_dir
     config = RunConfig.from_dict(data, args.config)
-    result = train(config, _data_dirs(args).beside(args.config), resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if not config.output_dir:
+        raise ConfigError(f"{args.config}: output_dir: give it in the run config or as --output-dir")
+    result = train(config, _data_dirs(args).beside(args.config), resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.quiet)
     _print_result(result)
     return 0
 
@@ -187,6 +223,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             except RecursionError:
                 raise BiomtlError(f"{source}:{number}: invalid JSON (nested too deeply)") from None
             numbers.append(number)
+    elif args.lines:  # one record per non-empty line, its offsets within the line
+        numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        inputs = [line for line in text.splitlines() if line.strip()]
     elif task == "all":
         inputs, numbers = [text], [1]  # the whole input is one document; offsets index into it
     else:  # the task's type says how: one input per line, or the whole text as one document
@@ -200,9 +239,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 raise BiomtlError(f"{source}:{number}: expected a JSON object with a string field 'text'")
             texts.append(value)
         predictions = predictor.annotate(texts)
-        for item, pred in zip(inputs, predictions, strict=True):
+        for item, pred, number in zip(inputs, predictions, numbers, strict=True):
             if isinstance(item, dict) and "id" in item:
                 pred["id"] = str(item["id"])
+            elif args.lines:
+                pred["id"] = str(number)
     else:
         predictions = predictor.predict(task, inputs, source=source, lines=numbers)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
@@ -352,11 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="raw text or JSONL → JSONL predictions")
+    p = sub.add_parser(
+        "predict", help="raw text or JSONL → JSONL predictions",
+        description="Plain text: for a tagging (NER) head and for --task all the whole input is ONE document, "
+        "whose entity offsets run across its lines; a sentence or pair head reads one input per line. --lines makes "
+        "every non-empty line one record for every head (offsets within the line; id = line number). JSONL is always "
+        "one record per line.",
+    )
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
     p.add_argument("--task", help="task (head) to use, or 'all' to annotate with every plain-text head in one encoder pass; optional for single-task models")
     p.add_argument("--input", default="-", help="input file, '-' for stdin (default)")
     p.add_argument("--format", choices=["text", "jsonl"], help="input format (default: by file extension, else text)")
+    p.add_argument("--lines", action="store_true",
+                   help="plain text: one record per line (default: a tagging head and --task all read the whole text "
+                   "as one document)")
     p.add_argument("--output", help="output JSONL file (default stdout)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="cpu")

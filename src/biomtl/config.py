@@ -306,6 +306,23 @@ class DatasetSpec:
 SHIPPED_DATASETS = REPO_CONFIGS / "datasets"
 
 
+def labels_as_text(data: dict) -> dict:
+    """A dataset config's mapping with YAML integers among ``labels`` (and as ``negative_label``) in their string
+    form: ``labels: [0, 1]`` means the labels "0" and "1", as the data files spell them. Booleans are left for
+    the type check to refuse (YAML reads yes/no/on/off/true/false alike, so the spelling is lost); its message
+    says to quote them."""
+
+    def text(value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    data = dict(data)
+    if isinstance(data.get("labels"), list):
+        data["labels"] = [text(v) for v in data["labels"]]
+    if "negative_label" in data:
+        data["negative_label"] = text(data["negative_label"])
+    return data
+
+
 def find_dataset_config(name_or_path: str, data_dirs: DataDirs | None = None) -> Path:
     """The dataset config a run or study names. A path (``*.yaml``) that is relative resolves against the
     naming file's directory (``data_dirs.base``; without one, the working directory). A name, ``my-ner``, is
@@ -475,7 +492,7 @@ class RunConfig:
     """
 
     tasks: list[str]
-    output_dir: str
+    output_dir: str = ""  # required by train; `biomtl train --output-dir` may give it instead
     encoder: str | None = None
     init_from: str | None = None
     keep_heads: bool = False

@@ -34,7 +34,7 @@ from biomtl.data.examples import Example
 from biomtl.data.readers import read_split, splits
 from biomtl.data.sampler import TaskBatchSampler
 from biomtl.datadirs import DataDirs
-from biomtl.errors import BiomtlError, TrainingError
+from biomtl.errors import BiomtlError, ConfigError, TrainingError
 from biomtl.inference import autocast, autocast_dtype, predict_features, resolve_device
 from biomtl.model import MultiTaskModel, build_model
 from biomtl.rundir import (
@@ -300,6 +300,8 @@ def train(
 
     >>> train(RunConfig(tasks=["biosses"], output_dir="runs/biosses", epochs=1))  # doctest: +SKIP
     """
+    if not config.output_dir:
+        raise ConfigError("output_dir: give it in the run config or as --output-dir")
     out = Path(config.output_dir)
     resuming = check_output_dir(out, resume, overwrite)
     if resuming:

@@ -95,6 +95,7 @@ def _read_tsv(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example
     examples = []
     header: list[str] | None = None
     width: int | None = None
+    first = True  # the first data row: the one whose label column says whether columns: fits the file
     try:
         numbered = list(_lines(path))  # all lines first, so that a bad byte is reported before anything else
     except DataError as e:
@@ -124,14 +125,20 @@ def _read_tsv(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example
                 report(DataError(path, line, f"columns {', '.join(named)} are named but the file has no header (set header: true in {spec.config_path})"))
                 return []
             if too_far:
-                report(DataError(path, line, f"column {too_far[0]} does not exist (the row has {width} columns)"))
+                report(DataError(path, line, f"the row has {width} columns where columns: in {spec.config_path} expects "
+                                             f"{max(too_far) + 1} (column {too_far[0]} does not exist)"))
                 return []
         if len(row) != width:
             separators = sorted({f"U+{ord(c):04X}" for c in text if c in _OTHER_LINE_BREAKS})
             note = f" (only LF ends a line, not {', '.join(separators)})" if separators else ""
             report(DataError(path, line, f"expected {width} tab-separated columns, found {len(row)}{note}"))
             continue
-        example = _example_from_row(spec, path, line, row, header, line, report)
+        try:
+            example = _example_from_row(spec, path, line, row, header, line, report, first)
+        except _WrongLayout as e:
+            report(e)
+            return []
+        first = False
         if example is not None:
             examples.append(example)
     return examples
@@ -142,8 +149,29 @@ def _read_tsv(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example
 _OTHER_LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
+class _WrongLayout(DataError):
+    """The ``columns:`` mapping does not fit the file: reported once, and the file is not read on."""
+
+
+def _layout_problem(task: TaskType, spec: DatasetSpec, row: Any, raw: Any) -> str | None:
+    """On a file's first row, a label column that holds running text (three words or more, not a label) means
+    that ``columns:`` does not fit the file; one line says so instead of an "undeclared label" per row."""
+    if not isinstance(raw, str) or len(raw.split()) < 3:
+        return None
+    try:
+        task.parse_label(raw)
+        return None
+    except InvalidLabel:
+        pass
+    width = f"{len(row)} {'fields' if isinstance(row, dict) else 'columns'}"
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"
+    return (f"the label column ({spec.columns['label']}) holds text ('{shown}'), not a label; the row has {width}: "
+            f"check columns: in {spec.config_path}")
+
+
 def _example_from_row(
-    spec: DatasetSpec, path: Path, line: int, row: Any, header: list[str] | None, index: int, report: _Collector
+    spec: DatasetSpec, path: Path, line: int, row: Any, header: list[str] | None, index: int, report: _Collector,
+    first: bool = False,
 ) -> Example | None:
     columns = spec.columns
     task = make_task(spec)
@@ -159,6 +187,8 @@ def _example_from_row(
     if "label" not in get:
         report(DataError(path, line, f"no label column configured (columns.label in {spec.config_path})"))
         return None
+    if first and (layout := _layout_problem(task, spec, row, get["label"])):
+        raise _WrongLayout(path, line, layout)
     label = _parse_label(task, path, line, get["label"], report)
     if label is None:
         return None
@@ -176,6 +206,7 @@ def _example_from_row(
 
 def _read_jsonl(spec: DatasetSpec, path: Path, report: _Collector) -> list[Example]:
     examples: list[Example] = []
+    first = True
     try:
         for line, text in _lines(path):
             if not text.strip():
@@ -192,7 +223,12 @@ def _read_jsonl(spec: DatasetSpec, path: Path, report: _Collector) -> list[Examp
             if missing:
                 report(DataError(path, line, f"missing field(s) {', '.join(missing)} (columns: in {spec.config_path})"))
                 continue
-            example = _example_from_row(spec, path, line, record, None, len(examples), report)
+            try:
+                example = _example_from_row(spec, path, line, record, None, len(examples), report, first)
+            except _WrongLayout as e:
+                report(e)
+                return []
+            first = False
             if example is not None:
                 examples.append(example)
     except DataError as e:
@@ -277,7 +313,7 @@ def splits(spec: DatasetSpec) -> list[str]:
 
 def _dev_indices(n: int, fraction: float) -> set[int]:
     """The train examples held out as dev when a corpus has no dev file (seeded, the same for every run)."""
-    k = max(1, round(n * fraction))
+    k = min(n, max(1, round(n * fraction)))  # none when train gave no example (its problems are reported)
     return set(random.Random(12345).sample(range(n), k))
 
 
@@ -350,9 +386,19 @@ def _limit(examples: list[Example], limit: int | None) -> list[Example]:
 def validate_dataset(spec: DatasetSpec) -> list[str]:
     """Every problem in every split's file, one line each (empty when the dataset is valid)."""
     problems: list[str] = []
-    for split in [s for s in splits(spec) if s in spec.files]:
+    read_dataset(spec, problems)
+    return problems
+
+
+def read_dataset(spec: DatasetSpec, problems: list[str]) -> dict[str, list[Example]]:
+    """Every split of a task, each file's problems appended to ``problems``; ``dev`` held out from train (with
+    ``dev_from_train``) is there too when train was read without a problem."""
+    examples: dict[str, list[Example]] = {}
+    for split in splits(spec):
+        if split not in spec.files and problems:
+            continue
         try:
-            read_split(spec, split, problems=problems)
+            examples[split] = read_split(spec, split, problems=problems)
         except BiomtlError as e:
             problems.append(str(e))
-    return problems
+    return examples

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biomtl.config import DatasetSpec, build, check_dataset_spec, find_dataset_config, read_yaml, with_files
+from biomtl.config import (
+    DatasetSpec,
+    build,
+    check_dataset_spec,
+    find_dataset_config,
+    labels_as_text,
+    read_yaml,
+    with_files,
+)
 from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError
 from biomtl.tasks.base import HeadSettings, InvalidLabel, Prediction, TaskType
@@ -63,7 +71,7 @@ def load_dataset_spec(name_or_path: str | Path, data_dirs: DataDirs | None = Non
     data_dirs = data_dirs or DataDirs.from_env()
     path = find_dataset_config(str(name_or_path), data_dirs)
     problems: list[str] = []
-    spec = build(DatasetSpec, {**read_yaml(path), "config_path": str(path)}, str(path), problems)
+    spec = build(DatasetSpec, {**labels_as_text(read_yaml(path)), "config_path": str(path)}, str(path), problems)
     if spec is not None:
         problems.extend(spec_problems(spec, str(path)))
     if problems:
