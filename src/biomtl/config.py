@@ -227,7 +227,9 @@ class MetricSpec:
     """Which metric scores a task, and its arguments (``exclude: ["false"]``)."""
 
     name: str
+    """The metric's name; the table below lists each one with its arguments and scores. Example: `micro_f1`"""
     args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the metric, checked against its signature. Example: `{exclude: ["false"]}`"""
 
 
 @dataclass(frozen=True)
@@ -250,29 +252,76 @@ class DatasetSpec:
     """
 
     name: str
+    """The task's name: its head's key in a model, the name `predict --task` takes, and what a run's
+    `tasks:` may name (a name is looked up beside the run file, then in `BIOMTL_DATASETS`, then among the
+    shipped configs). Example: `my-ner`"""
     type: str
+    """The task type: `tagging` (NER), `classification` (sentences, pairs, relations), `multilabel`
+    (document labels) or `regression` (similarity scores). Example: `tagging`"""
     format: str
+    """The files' format: `conll` (one token per line, a blank line between sentences), `tsv` (one example
+    per line, tab-separated, taken literally) or `jsonl` (one JSON object per line). Example: `tsv`"""
     files: dict[str, str | dict[str, Any]]
+    """One file per split (`train`, `dev`, `test`; `train` is required, and `dev` unless
+    `dev_from_train`). A path may start with `{corpora}` (the corpus directory: `--corpora` or
+    `BIOMTL_CORPORA`) or `{prepared}` (`--data`, `BIOMTL_DATA` or `~/.cache/biomtl/tasks`); any other
+    relative path is relative to this YAML file. An entry may be a mapping `{path: ..., header: ...,
+    columns: ...}` that overrides `header` and `columns` for that file. Example: `{train: data/train.tsv,
+    dev: data/dev.tsv, test: {path: data/test.tsv, header: false, columns: {text: 0, label: 1}}}`"""
     metric: MetricSpec
+    """How the task is scored: `{name: ..., args: {...}}` (see the metrics table below). Example: `{name:
+    classification_f1, args: {exclude: ["false"]}}`"""
     main_metric: str
+    """The score (one of the metric's scores) that model selection reads on dev; a run selects on the mean
+    of its tasks' main metrics. Example: `micro_f1`"""
     labels: list[str] = field(default_factory=list)
+    """The only place labels are listed: class labels (classification, multilabel) or entity types
+    (tagging: `B-`/`I-`/`O` tags are derived). Every label in the data must be declared here. YAML
+    integers are taken in their string form (`[0, 1]` is `["0", "1"]`); quote yes/no/true/false, which
+    YAML reads as booleans. Regression has none. Example: `["CPR:3", "CPR:4", "false"]`"""
     columns: dict[str, str | int] = field(default_factory=dict)
+    """Where each role is in a row: header names (with `header: true`), 0-based column numbers, or JSON
+    field names. Roles: `text` and `label` (required for tsv/jsonl), `text_b` (the second text of a pair),
+    `id`, `doc_id` (the document an example belongs to); conll reads `token` (default 0) and `tag`
+    (default the last column). Example: `{id: index, text: sentence, label: label}`"""
     header: bool = True
+    """Whether a tsv file's first line names its columns. Example: `false`"""
     label_separator: str = ","
+    """Multilabel: what separates one example's labels in the label column. Example: `";"`"""
     bare_tag_type: str | None = None
+    """Tagging: the entity type of a bare `B`/`I` tag (files that tag without a type). Example: `Disorder`"""
     markers: list[list[str]] = field(default_factory=list)
+    """Relation tasks: the entity masks a sentence carries, as alternative combinations. Every row is
+    checked to carry all masks of one combination (`file:line` names a row that does not), and `predict`
+    checks its inputs the same way. Example: `[["@CHEMICAL$", "@GENE$"], ["@CHEM-GENE$"]]`"""
     # Relation tasks, for `biomtl annotate`: the argument types, in the order of markers' first combination
     # ([Chemical, Gene]), and which entity types (NER heads' labels, or the input's annotation types) are
     # mentions of which argument type ({GENE: Gene, Chemical: Chemical}).
     arguments: list[str] = field(default_factory=list)
+    """Relation tasks, for `biomtl annotate`: the argument types, one per mask of the first `markers`
+    combination and in its order. Example: `[Chemical, Gene]`"""
     entity_types: dict[str, str] = field(default_factory=dict)
+    """Relation tasks, for `biomtl annotate`: which entity types (NER heads' labels, or the input's
+    annotation types) are mentions of which argument type. Example: `{Chemical: Chemical, GENE: Gene,
+    Gene: Gene}`"""
     score_range: list[float] | None = None
+    """Regression: `[low, high]`; every gold score must lie in it. Example: `[0, 4]`"""
     negative_label: str | None = None
+    """Relation tasks: the label that means "no relation" (one of `labels`); `biomtl annotate` reports no
+    relation for it. Example: `"false"`"""
     description: str = ""
+    """What the task is, for people (saved in model directories). Example: `Gene-disease associations from
+    our lab.`"""
     citation: str = ""
+    """Where the data comes from, for people. Example: `Smith et al. 2024`"""
     dev_from_train: float | None = None
+    """With no `dev` file: the fraction of train held out as dev (seeded, the same rows in every run;
+    `validate` counts them). Example: `0.1`"""
     unique_ids: bool = True
+    """Whether an `id` may appear only once per file; `false` lets an id repeat with another label (never
+    the same one), as BLUE's ChemProt lists a pair once per relation group. Example: `false`"""
     restricted: bool = False
+    """The data needs a data-use agreement and is never shipped or downloaded. Example: `true`"""
     config_path: str | None = None
     # Each split's file with its path resolved, set when the config is loaded (resolve_files).
     _files: dict[str, SplitFile] = field(default_factory=dict, compare=False, repr=False)

@@ -23,7 +23,7 @@ def word_count(example: Example) -> int:
     """An example's length in words: the measure when no tokenizer is at hand."""
     if example.tokens is not None:
         return len(example.tokens)
-    return len(example.text.split()) + len((example.text_b or "").split())
+    return len((example.text or "").split()) + len((example.text_b or "").split())
 
 
 def label_counts(examples: Iterable[Example]) -> str:
@@ -32,7 +32,7 @@ def label_counts(examples: Iterable[Example]) -> str:
     counts: Counter[str] = Counter()
     scores: list[float] = []
     for ex in examples:
-        values: list[Any] = ex.label if isinstance(ex.label, (list, tuple)) else [ex.label]
+        values: list[Any] = list(ex.label) if isinstance(ex.label, (list, tuple)) else [ex.label]
         for value in values:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 scores.append(float(value))
@@ -49,7 +49,7 @@ def marker_counts(spec: DatasetSpec, examples: Iterable[Example]) -> str:
     counts: Counter[int] = Counter()
     for ex in examples:
         for i, combination in enumerate(spec.markers):
-            if all(mask in ex.text for mask in combination):
+            if all(mask in (ex.text or "") for mask in combination):
                 counts[i] += 1
                 break
     return ", ".join(f"{' + '.join(c)} in {counts[i]} examples" for i, c in enumerate(spec.markers))
