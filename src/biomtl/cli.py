@@ -131,7 +131,6 @@ def _example_length() -> tuple[Callable[[Example], int], str]:
     return length, f"tokens of the {configured_encoder(None) or 'default encoder'}'s tokenizer"
 
 
-
 def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str]:
     """Every problem of a run config that ``train`` would stop at before its first step: its values, its
     tasks (each dataset config, statically), the device on this machine, and ``max_length`` against a local
