@@ -276,25 +276,62 @@ def _output_file(value: str | None, overwrite: bool) -> Path | None:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from biomtl.annotate import ALL, annotate
+    from biomtl.annotate import annotate
     from biomtl.formats import read_documents, write_documents
     from biomtl.predict import Predictor
 
     if args.batch_size < 1:
         raise BiomtlError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.output_dir or args.engine or args.shard or Path(args.input).is_dir():
+        return _annotate_directory(args)
     out = _output_file(args.output, args.overwrite)
     source = Path("<stdin>") if args.input == "-" else Path(args.input)
     raw = sys.stdin.buffer.read() if args.input == "-" else None
     collection, fmt = read_documents(source, args.input_format, raw)
     predictor = Predictor.load(args.model, device=args.device, batch_size=args.batch_size, precision=args.precision)
-    keep = {ALL} if args.keep_input_entities == ALL else {t for t in (args.keep_input_entities or "").split(",") if t}
-    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+    keep, tasks = _annotate_options(args)
     annotate(predictor, collection, str(source), tasks, keep)
     text = write_documents(collection, args.format or fmt)
     if out is not None:
         atomic_write_text(out, text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _annotate_options(args: argparse.Namespace) -> tuple[set[str], list[str] | None]:
+    """``--keep-input-entities`` and ``--tasks`` as :func:`biomtl.annotate.annotate` takes them."""
+    from biomtl.annotate import ALL
+
+    keep = {ALL} if args.keep_input_entities == ALL else {t for t in (args.keep_input_entities or "").split(",") if t}
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+    return keep, tasks
+
+
+def _annotate_directory(args: argparse.Namespace) -> int:
+    """``biomtl annotate MODEL INPUT_DIR --output-dir OUT [--engine ray] [--shard K/N]`` (:mod:`biomtl.scale`)."""
+    from biomtl.scale import ShardJob, annotate_directory, parse_shard
+
+    shard = parse_shard(args.shard) if args.shard else None
+    if not args.output_dir:
+        flag = "--engine" if args.engine else "--shard" if args.shard else None
+        need = f"{flag} needs a directory of shards as INPUT and --output-dir" if flag else (
+            f"{args.input} is a directory: name the directory for the output shards with --output-dir")
+        raise BiomtlError(need)
+    if args.output:
+        raise BiomtlError("--output: a directory of shards is written with --output-dir, not --output")
+    if not Path(args.input).is_dir():
+        raise BiomtlError(f"--output-dir: INPUT must be a directory of shards; {args.input} is not a directory")
+    if (args.workers is not None or args.ray_address) and args.engine != "ray":
+        raise BiomtlError(f"{'--workers' if args.workers is not None else '--ray-address'}: only with --engine ray")
+    keep, tasks = _annotate_options(args)
+    job = ShardJob(args.model, args.input_format, args.format, tuple(tasks) if tasks else None, frozenset(keep),
+                   args.device, args.batch_size, args.precision)
+    report = annotate_directory(Path(args.input), Path(args.output_dir), job, args.engine or "local", shard,
+                                args.overwrite, args.workers, args.ray_address)
+    which = f"shard {args.shard.strip()}: " if shard else ""
+    print(f"{which}{len(report.annotated)} shard(s) annotated ({report.documents} documents), "
+          f"{len(report.skipped)} already done → {args.output_dir}")
     return 0
 
 
@@ -422,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "jsonl", "bioc-xml", "bioc-json", "pubtator"],
                    help="output format (default: the input's)")
     p.add_argument("--output", help="output file (default stdout)")
+    p.add_argument("--output-dir", help="INPUT is a directory of shards: one output shard per input shard here (docs/scale.md)")
+    p.add_argument("--engine", choices=["local", "ray"],
+                   help="with --output-dir: this process (local, the default) or a Ray cluster (ray; the ray extra)")
+    p.add_argument("--shard", metavar="K/N", help="with --output-dir: only every N-th shard from the K-th (K from 0), e.g. a Slurm array's task")
+    p.add_argument("--workers", type=int, help="--engine ray: model actors (default: one per CPU, or per GPU with --device cuda)")
+    p.add_argument("--ray-address", help="--engine ray: the cluster (default: $RAY_ADDRESS, a cluster started here, else a new local one)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--tasks", help="comma-separated heads to run (default: every head that reads documents)")
     p.add_argument("--keep-input-entities", nargs="?", const="*", metavar="TYPES",
