@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from biomtl.atomic import atomic_dir
+from biomtl.distributed import is_main
 from biomtl.errors import TrainingError
 
 CHECKPOINT = "checkpoint"
@@ -34,7 +35,10 @@ CHECKPOINT = "checkpoint"
 def save_checkpoint(
     out: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: dict[str, Any]
 ) -> None:
-    """Write ``out/checkpoint`` (replacing the previous one); ``state`` is the loop's JSON-able state."""
+    """Write ``out/checkpoint`` (replacing the previous one); ``state`` is the loop's JSON-able state. Under
+    DDP only rank 0 writes (every rank holds the same weights and state)."""
+    if not is_main():
+        return
 
     def write(tmp: Path) -> None:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

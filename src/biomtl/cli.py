@@ -524,8 +524,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    # Under torchrun (docs/scale.md) every rank runs this; rank 0 alone logs, prints results and errors.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if not main_rank:
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.DEBUG if args.verbose else logging.INFO) if main_rank else logging.WARNING,
         format="biomtl: %(message)s",
         stream=sys.stderr,
     )
@@ -542,15 +546,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as e:
-        for p in e.problems:
+        for p in e.problems if main_rank else []:
             print(f"biomtl: error: {p}", file=sys.stderr)
         return EXIT_USAGE
     except BiomtlError as e:
-        print(f"biomtl: error: {e}", file=sys.stderr)
+        if main_rank:
+            print(f"biomtl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"biomtl: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    finally:
+        if "biomtl.distributed" in sys.modules:  # a torchrun rank leaves its process group
+            sys.modules["biomtl.distributed"].teardown()
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

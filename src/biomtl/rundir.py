@@ -32,6 +32,7 @@ from biomtl.atomic import atomic_write_text, check_writable_dir, recover_dir, wr
 from biomtl.checkpoint import CHECKPOINT, find_checkpoint
 from biomtl.config import RunConfig, read_yaml
 from biomtl.data.examples import Example
+from biomtl.distributed import is_main
 from biomtl.errors import BiomtlError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,18 @@ def read_result(out: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+# Under DDP only rank 0 writes the run's files (biomtl.distributed): the writers below do nothing elsewhere.
+
+
 def write_result(out: Path, result: dict[str, Any]) -> None:
+    if not is_main():
+        return
     atomic_write_text(out / RESULT, json.dumps(result, indent=2) + "\n")
 
 
 def write_config(out: Path, config: RunConfig) -> None:
+    if not is_main():
+        return
     atomic_write_text(out / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
@@ -146,6 +154,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def write_metrics(out: Path, rows: list[dict]) -> None:
+    if not is_main():
+        return
     write_jsonl(out / METRICS, rows)
 
 
@@ -153,6 +163,8 @@ def save_predictions(
     out: Path, split: str, examples: dict[str, list[Example]], predictions: dict[str, list[Any]]
 ) -> None:
     """``predictions/<task>.<split>.jsonl``: each example's id, gold label and prediction."""
+    if not is_main():
+        return
     try:
         (out / PREDICTIONS).mkdir(exist_ok=True)
     except OSError as e:

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biomtl import metrics
+from biomtl import distributed
 from biomtl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from biomtl.config import DatasetSpec, RunConfig
 from biomtl.data.cache import FEATURES, FeatureCache, split_key
@@ -186,11 +187,12 @@ def make_optimizer(model: MultiTaskModel, config: RunConfig, device: torch.devic
     return torch.optim.AdamW(param_groups, lr=config.lr, fused=fused)
 
 
-def make_sampler(data: dict[str, TaskData], config: RunConfig) -> TaskBatchSampler:
-    """Task-homogeneous batches over every task's train features (:mod:`biomtl.data.sampler`)."""
+def make_sampler(data: dict[str, TaskData], config: RunConfig, world_size: int = 1) -> TaskBatchSampler:
+    """Task-homogeneous batches over every task's train features (:mod:`biomtl.data.sampler`); under DDP
+    a global batch of ``world_size`` × ``batch_size``, which the ranks share (:mod:`biomtl.distributed`)."""
     lengths = {t: [len(f["input_ids"]) for f in td.features["train"]] for t, td in data.items()}
     return TaskBatchSampler(
-        lengths, config.batch_size, config.sampling, config.seed, config.temperature, config.group_by_length
+        lengths, config.batch_size * world_size, config.sampling, config.seed, config.temperature, config.group_by_length
     )
 
 
@@ -303,9 +305,10 @@ def train(
     if not config.output_dir:
         raise ConfigError("output_dir: give it in the run config or as --output-dir")
     out = Path(config.output_dir)
-    resuming = check_output_dir(out, resume, overwrite)
+    ranks = distributed.setup(config.device)  # one process unless started by torchrun
+    resuming = distributed.main_first(lambda: check_output_dir(out, resume, overwrite))
     if resuming:
-        check_resumed_config(out, config)
+        distributed.main_first(lambda: check_resumed_config(out, config))
     if resuming and (finished := read_result(out)) is not None:
         log.info("%s: already finished", out)
         return finished
@@ -317,13 +320,14 @@ def train(
 
     model = build_model(config, data_dirs)
     data = load_task_data(model, config)
-    prepare_output_dir(out, resume, overwrite)  # only now: a run that fails to start leaves nothing behind
+    distributed.main_first(lambda: prepare_output_dir(out, resume, overwrite))  # only now: a run that fails to start leaves nothing behind
     model.to(device)
 
-    sampler = make_sampler(data, config)
+    sampler = make_sampler(data, config, ranks.world_size)
     optimizer = make_optimizer(model, config, device)
     scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
-    forward = torch.compile(model, dynamic=True) if config.compile else model
+    wrapped = distributed.wrap(model, device)
+    forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
     state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
@@ -334,11 +338,11 @@ def train(
         schedule = sampler.epoch(state.epoch)
         epoch_started = time.time()  # for train_s: this epoch's training steps only, without evaluation
         bar = tqdm(total=len(schedule), initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
-                   disable=not progress, dynamic_ncols=True, leave=False)
-        for task, batch in _batches(model, data, schedule[state.step_in_epoch :], device):
+                   disable=not progress or not ranks.is_main, dynamic_ncols=True, leave=False)
+        for task, batch, share in _batches(model, data, schedule[state.step_in_epoch :], device, ranks):
             loss = train_step(model, task, batch, optimizer, scheduler, grad_clip=config.grad_clip, dtype=dtype,
-                              loss_weight=config.loss_weights.get(task, 1.0), forward=forward)
-            state.record_step(task, loss)
+                              loss_weight=config.loss_weights.get(task, 1.0) * share.weight, forward=forward)
+            state.record_step(task, distributed.global_loss(loss, share))
             bar.update(1)
             if state.global_step % config.log_every == 0:
                 bar.set_postfix({t: f"{v:.3f}" for t, v in _check_losses(state, out).items()})
@@ -365,7 +369,8 @@ def train(
         log.info("epoch %d dev %s", state.epoch + 1, {t: round(s[model.specs[t].main_metric], 4) for t, s in dev_scores.items()})
         if state.best is None or main > state.best["mean_main"]:
             state.best = {"epoch": state.epoch + 1, "mean_main": main, "scores": dev_scores}
-            model.save(out / BEST)
+            if distributed.is_main():
+                model.save(out / BEST)
             if config.save_predictions:
                 save_predictions(out, "dev", examples_of(data, "dev"), dev_preds)
         state.end_epoch(device)
@@ -377,7 +382,7 @@ def train(
 
 def _resume(out: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any, device: torch.device) -> TrainState:
     """The state of an interrupted run, with weights, optimizer, scheduler and RNGs restored."""
-    recover_interrupted_saves(out)
+    distributed.main_first(lambda: recover_interrupted_saves(out))
     ckpt = find_checkpoint(out)
     assert ckpt is not None  # check_output_dir found it
     state = TrainState.from_json(load_checkpoint(ckpt, model, optimizer, scheduler), list(model.specs), device)
@@ -386,18 +391,21 @@ def _resume(out: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any, de
 
 
 def _batches(
-    model: MultiTaskModel, data: dict[str, TaskData], schedule: list[tuple[str, list[int]]], device: torch.device
-) -> Iterator[tuple[str, Batch]]:
-    """The collated batches of ``schedule``, on ``device``. On a GPU they are collated and copied (from
-    pinned memory) by a background thread a few steps ahead."""
+    model: MultiTaskModel, data: dict[str, TaskData], schedule: list[tuple[str, list[int]]], device: torch.device,
+    ranks: distributed.Ranks = distributed.ONE,
+) -> Iterator[tuple[str, Batch, distributed.Share]]:
+    """The collated batches of ``schedule``, on ``device``, each with this rank's share of it (the whole
+    batch outside DDP). On a GPU they are collated and copied (from pinned memory) by a background thread a
+    few steps ahead."""
     pad_id = model.tokenizer.pad_token_id
 
-    def make_batch(item: tuple[str, list[int]]) -> tuple[str, Batch]:
+    def make_batch(item: tuple[str, list[int]]) -> tuple[str, Batch, distributed.Share]:
         task, idx = item
         batch = model.tasks[task].collate([data[task].features["train"][i] for i in idx], pad_id)
+        batch, share = distributed.shard_batch(batch, model.tasks[task].loss_units, ranks)
         if device.type == "cuda":
-            return task, {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-        return task, batch
+            return task, {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}, share
+        return task, batch, share
 
     return prefetch(schedule, make_batch) if device.type == "cuda" else map(make_batch, schedule)
 
@@ -436,6 +444,7 @@ def _finish(
     dtype: torch.dtype | None,
 ) -> dict[str, Any]:
     """Evaluate test once on the selected checkpoint and write ``result.json``."""
+    distributed.barrier()  # under DDP: rank 0 has written best/
     assert state.best is not None  # every epoch sets or keeps it
     best = MultiTaskModel.load(out / BEST, device=device)
     result: dict[str, Any] = {

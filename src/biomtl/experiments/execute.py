@@ -16,6 +16,7 @@ import yaml
 
 from biomtl.checkpoint import CHECKPOINT, find_checkpoint
 from biomtl.datadirs import DataDirs
+from biomtl.distributed import is_main
 from biomtl.errors import BiomtlError
 from biomtl.experiments import report
 from biomtl.experiments.plan import check_data
@@ -87,6 +88,8 @@ def execute(
         result = train(run.config, data_dirs, resume=resume, overwrite=not resume, progress=progress)
         log.info("%s: done in %.0f s, best epoch %d; dev %s; test %s", run.label, time.time() - started,
                  result["best_epoch"], _main_scores(result, "dev"), _main_scores(result, "test"))
+    if not is_main():  # under torchrun (biomtl.distributed) rank 0 alone tidies and plots
+        return result
     if not keep_checkpoint:
         for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
             if (out / name).is_dir():

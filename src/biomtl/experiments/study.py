@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from biomtl.datadirs import DataDirs
+from biomtl.distributed import is_main
 from biomtl.experiments import report
 from biomtl.experiments.execute import execute_all
 from biomtl.experiments.plan import plan_runs, study_runs
@@ -50,6 +51,8 @@ def run_study(
         return {}
     results = execute_all(study, study_runs(study), "study", progress)
     summary = report.summarize_study(study, results)
+    if not is_main():  # under torchrun (biomtl.distributed) rank 0 alone writes
+        return summary
     study.output_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(study.output_dir / "results.json", summary)
     report.write_text(study.output_dir / "results.md", report.study_markdown(summary))

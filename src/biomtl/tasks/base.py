@@ -98,6 +98,11 @@ class TaskType(Protocol):
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
 
+    def loss_units(self, batch: Batch) -> int:
+        """How many terms :meth:`loss` averages over in ``batch`` (its rows; labelled tokens for tagging):
+        DDP weights each rank's slice of a batch by them (:mod:`biomtl.distributed`)."""
+        ...
+
     def decode(self, logits: torch.Tensor, features: list[Feature]) -> list[Any]:
         """One prediction per feature (CPU logits in)."""
         ...
@@ -226,6 +231,9 @@ class TaskBase:
 
     def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
         return metric_arguments(self.spec, examples)
+
+    def loss_units(self, batch: Batch) -> int:
+        return len(batch["input_ids"])
 
 
 class SentenceTask(TaskBase, ABC):

@@ -274,6 +274,9 @@ class TaggingTask(TaskBase):
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
 
+    def loss_units(self, batch: Batch) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
     def decode(self, logits: torch.Tensor, features: list[Feature]) -> list[WindowTags]:
         probs = torch.softmax(logits.float(), dim=-1)
         best_p, best = probs.max(dim=-1)
