@@ -16,7 +16,15 @@ from bioc import biocjson, biocxml
 from lxml import etree
 
 from biomtl.errors import DataError
-from biomtl.formats import PREDICTED, Collection, Document, Mention, Passage, Relation, check_mention
+from biomtl.formats.documents import (
+    PREDICTED,
+    Collection,
+    Document,
+    Mention,
+    Passage,
+    Relation,
+    check_mention,
+)
 
 LABELS_PREFIX = "biomtl:"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from biomtl.errors import DataError
-from biomtl.formats import Collection, Document, Mention, Passage, Relation, check_mention
+from biomtl.formats.documents import Collection, Document, Mention, Passage, Relation, check_mention
 
 
 def read_text(path: Path, text: str) -> Collection:

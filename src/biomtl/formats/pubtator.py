@@ -14,7 +14,15 @@ import re
 from pathlib import Path
 
 from biomtl.errors import DataError
-from biomtl.formats import PREDICTED, Collection, Document, Mention, Passage, Relation, check_mention
+from biomtl.formats.documents import (
+    PREDICTED,
+    Collection,
+    Document,
+    Mention,
+    Passage,
+    Relation,
+    check_mention,
+)
 
 _HEADER = re.compile(r"([^|\t]+)\|([ta])\|(.*)")
 IDENTIFIER = "identifier"  # BioC's name for PubTator's concept column
