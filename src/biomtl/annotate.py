@@ -1,7 +1,7 @@
 """Annotate documents end to end with a multi-task model: entities, relations between them, document labels.
 
 1. Each passage is split into sentences with syntok (the rules the ChemProt conversion uses:
-   :func:`biomtl.corpora.chemprot.sentence_spans`; no boundary cuts an input mention).
+   :func:`biomtl.sentences.sentence_spans`; no boundary cuts an input mention).
 2. Every NER head (token-level task) runs on every sentence, and every document-level head (a sentence head
    that reads plain text, e.g. HoC) on the same windows: the encoder runs once per window for all of them
    (:meth:`biomtl.predict.Predictor.annotate_groups`). A document head's label is decoded from the maximum of
@@ -26,11 +26,11 @@ import logging
 from collections.abc import Collection as Set
 from dataclasses import dataclass
 
-from biomtl.corpora.chemprot import sentence_spans
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError
 from biomtl.formats import PREDICTED, Collection, Document, Mention, Relation
 from biomtl.predict import Predictor
+from biomtl.sentences import sentence_spans
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 ``Predictor.load(model_dir)`` needs only the saved model directory. Each task's type reads its inputs and
 writes its outputs (``read_input``/``output_row``); for the built-in types:
 
-* tagging: raw text of any length → ``entities`` with ``start``/``end`` offsets into that text;
+* tagging: raw text of any length → ``entities`` with ``start``/``end`` offsets into that text. The text is
+  split into sentences first (:func:`sentence_pieces`), so a sentence reads the same inside a document as on
+  its own; only a sentence longer than the encoder window is cut into windows;
 * classification: a text (or ``text``/``text_b`` pair). For relation tasks the text carries the entity
   masks (``@CHEMICAL$ ... @GENE$``), or plain text plus two ``entities`` (offsets and type) that the
   predictor masks itself → ``label`` with every label's probability;
@@ -22,6 +24,7 @@ from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError
 from biomtl.inference import autocast, autocast_dtype, predict_features
 from biomtl.model import MultiTaskModel
+from biomtl.sentences import sentence_spans
 from biomtl.tasks.base import pad_inputs
 from biomtl.tasks.tagging import window_features, word_pieces, words_with_offsets
 
@@ -54,6 +57,18 @@ def check_unicode(item: Any, where: str) -> None:
                     f"{where}: unpaired surrogate U+{ord(value[e.start]):04X} at character {e.start + 1} of a "
                     "string (half of a UTF-16 pair, not text)"
                 ) from None
+
+
+def sentence_pieces(text: str) -> list[tuple[int, str]]:
+    """``text`` cut where each of its sentences starts (:func:`biomtl.sentences.sentence_spans`, the splitter
+    of the corpora), as ``(start, piece)``: the pieces cover every character, so no word is lost, and a text
+    without sentences is one piece.
+
+    >>> sentence_pieces("Aspirin helps.  It is cheap.")
+    [(0, 'Aspirin helps.  '), (16, 'It is cheap.')]
+    """
+    starts = [s for s, _ in sentence_spans(text)][1:]
+    return [(s, text[s:e]) for s, e in zip([0, *starts], [*starts, len(text)], strict=True)]
 
 
 class Predictor:
@@ -98,6 +113,9 @@ class Predictor:
         for item, line in zip(inputs, lines, strict=True):
             check_unicode(item, f"{source}:{line}")
         examples = [task_type.read_input(item, source, line) for item, line in zip(inputs, lines, strict=True)]
+        if task_type.token_level:  # sentence by sentence, as annotate reads texts
+            found, _ = self._read_windows([ex.text or "" for ex in examples], [task])
+            return [{"id": ex.id, "entities": found_in} for ex, found_in in zip(examples, found[task], strict=True)]
         features = task_type.encode(examples, self.model.tokenizer, self.model.max_length)
         preds = predict_features(self.model, task, features, len(examples), self.batch_size, self.device, self.dtype)
         return [{"id": ex.id, **task_type.output_row(ex, p)} for ex, p in zip(examples, preds, strict=True)]
@@ -120,8 +138,12 @@ class Predictor:
         bad = [t for t in tasks if t not in self.annotate_tasks()]
         if bad:
             raise BiomtlError(f"--task: {', '.join(bad)} cannot annotate plain text (pairs or relation masks needed)")
-        examples, entities, logits = self._read_windows(texts, tasks)
-        results: list[dict[str, Any]] = [{"id": ex.id, "entities": found, "labels": {}} for ex, found in zip(examples, entities, strict=True)]
+        examples = [Example(id=str(i), text=t) for i, t in enumerate(texts, start=1)]
+        found, logits = self._read_windows(texts, tasks)
+        results: list[dict[str, Any]] = [
+            {"id": ex.id, "entities": found_in, "labels": {}}
+            for ex, found_in in zip(examples, _by_text(found, len(texts)), strict=True)
+        ]
         for t, per_text in logits.items():
             for i, logit in enumerate(per_text):
                 results[i]["labels"][t] = self._decode_sentence(t, examples[i], logit)
@@ -138,7 +160,7 @@ class Predictor:
 
         >>> p.annotate_groups(["Aspirin.", "Cancer grows."], [0, 0], ["bc5cdr-chemical", "hoc"])  # doctest: +SKIP
         """
-        examples, entities, logits = self._read_windows(texts, tasks)
+        found, logits = self._read_windows(texts, tasks)
         n_groups = max(groups, default=-1) + 1
         labels: list[dict[str, dict[str, Any]]] = [{} for _ in range(n_groups)]
         for t, per_text in logits.items():
@@ -147,29 +169,32 @@ class Predictor:
                 members.setdefault(g, []).append(logit)
             for g, group_logits in members.items():
                 labels[g][t] = self._decode_sentence(t, Example(id=str(g)), torch.stack(group_logits).amax(0))
-        return entities, labels
+        return _by_text(found, len(texts)), labels
 
     def _decode_sentence(self, task: str, example: Example, logit: torch.Tensor) -> dict[str, Any]:
         """A sentence head's output row for one text from its (pooled) logits ``(n_out,)``."""
         (pred,) = self.model.tasks[task].decode(logit.unsqueeze(0), [{"input_ids": [], "example_index": 0}])
         return self.model.tasks[task].output_row(example, pred)
 
+    @torch.inference_mode()
     def _read_windows(
         self, texts: list[str], tasks: list[str]
-    ) -> tuple[list[Example], list[list[dict[str, Any]]], dict[str, list[torch.Tensor]]]:
-        """Run ``tasks`` over the word windows of ``texts`` (the encoder once per window, every head on the same
-        states): each text's entities (token-level heads, sorted by offset; ``task`` names the head) and, per
-        sentence head, each text's logits averaged over its windows."""
+    ) -> tuple[dict[str, list[list[dict[str, Any]]]], dict[str, list[torch.Tensor]]]:
+        """Run ``tasks`` over the sentences of ``texts`` (:func:`sentence_pieces`), each sentence in its own
+        word windows (the encoder once per window, every head on the same states). Returns, per token-level
+        head, each text's entities with offsets into the text; per sentence head, each text's logits averaged
+        over the windows of its sentences."""
         self.model.eval()
+        # (text, start, sentence); a sentence is one example of the heads, its windows its features
+        pieces = [(i, start, piece) for i, text in enumerate(texts) for start, piece in sentence_pieces(text)]
         # Word windows as token-level heads see them (a text without words reads as "."); sentence heads
         # read the [CLS] of the same windows.
-        examples = [Example(id=str(i), text=t) for i, t in enumerate(texts, start=1)]
-        words = [[w for w, _, _ in words_with_offsets(t)] or ["."] for t in texts]
+        words = [[w for w, _, _ in words_with_offsets(piece)] or ["."] for _, _, piece in pieces]
         tokenizer = self.model.tokenizer
         features = [
             feature
-            for i, pieces in enumerate(word_pieces(words, tokenizer))
-            for feature in window_features(pieces, self.model.max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, i)
+            for k, ids in enumerate(word_pieces(words, tokenizer))
+            for feature in window_features(ids, self.model.max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, k)
         ]
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         window_preds: dict[str, list[Any]] = {t: [None] * len(features) for t in tasks}
@@ -187,19 +212,31 @@ class Predictor:
                         window_preds[t][i] = p
                 else:
                     pooled[t].extend(zip(idx, logits, strict=True))
-        entities: list[list[dict[str, Any]]] = [[] for _ in examples]
+        entities: dict[str, list[list[dict[str, Any]]]] = {}
         sentence_logits: dict[str, list[torch.Tensor]] = {}
         for t in tasks:
             task = self.model.tasks[t]
             if task.token_level:
-                for i, pred in enumerate(task.merge(window_preds[t], features, len(examples))):
-                    row = task.output_row(examples[i], pred)
-                    entities[i].extend({**entity, "task": t} for entity in row["entities"])
+                entities[t] = [[] for _ in texts]
+                merged = task.merge(window_preds[t], features, len(pieces))
+                for (i, offset, piece), pred in zip(pieces, merged, strict=True):
+                    row = task.output_row(Example(id=str(i + 1), text=piece), pred)
+                    shifted = ({**e, "start": e["start"] + offset, "end": e["end"] + offset} for e in row["entities"])
+                    entities[t][i].extend(shifted)
                 continue
-            by_example: dict[int, list[torch.Tensor]] = {}
-            for i, logit in sorted(pooled[t], key=lambda item: item[0]):
-                by_example.setdefault(features[i]["example_index"], []).append(logit)
-            sentence_logits[t] = [torch.stack(by_example[i]).mean(0) for i in range(len(examples))]
-        for found in entities:
-            found.sort(key=lambda e: (e["start"], e["end"]))
-        return examples, entities, sentence_logits
+            by_text: dict[int, list[torch.Tensor]] = {}
+            for f, logit in sorted(pooled[t], key=lambda item: item[0]):
+                by_text.setdefault(pieces[features[f]["example_index"]][0], []).append(logit)
+            sentence_logits[t] = [torch.stack(by_text[i]).mean(0) for i in range(len(texts))]
+        return entities, sentence_logits
+
+
+def _by_text(entities: dict[str, list[list[dict[str, Any]]]], n_texts: int) -> list[list[dict[str, Any]]]:
+    """Each text's entities from every token-level head (``task`` names the head), sorted by offset."""
+    out: list[list[dict[str, Any]]] = [[] for _ in range(n_texts)]
+    for t, per_text in entities.items():
+        for found, more in zip(out, per_text, strict=True):
+            found.extend({**e, "task": t} for e in more)
+    for found in out:
+        found.sort(key=lambda e: (e["start"], e["end"]))
+    return out

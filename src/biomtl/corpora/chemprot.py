@@ -32,16 +32,15 @@ import unicodedata
 import zipfile
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from syntok import segmenter
-
 from biomtl.corpora.files import decode, read_text, sha256, write_tsv
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
+from biomtl.sentences import Span, keep_mentions_whole, sentence_spans
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,6 @@ GENES = ("GENE-Y", "GENE-N")
 CHEMICAL_MASK, GENE_MASK, OVERLAP_MASK = "@CHEMICAL$", "@GENE$", "@CHEM-GENE$"
 # Positive pairs in the BLUE README (Peng et al. 2019).
 REFERENCE = {"train": 4154, "dev": 2416, "test": 3458}
-
-Span = tuple[int, int]  # half-open character offsets
 
 # Sentence splitters tried in place of spaCy, each inside the same rules (ASCII folding, gluing, list numbers,
 # whole mentions). positives: train/dev/test; dev_pairs: the dev pair ids compared with BLUE's complete
@@ -342,76 +339,6 @@ def fold_ascii(text: str) -> tuple[str, list[int]]:
     return "".join(out), positions
 
 
-def _split(text: str) -> Iterator[Span]:
-    """syntok's sentences as spans of ``text``.
-
-    syntok cuts ``...in rats]. OBJECTIVE: ...`` (PubMed's bracketed translated title) before the period, and
-    the next piece would be glued back; spaCy ended the sentence after the period, so it moves back there
-    when a capital follows.
-    """
-    previous: Span | None = None
-    for paragraph in segmenter.analyze(text):
-        for sentence in paragraph:
-            start, end = sentence[0].offset, sentence[-1].offset + len(sentence[-1].value)
-            if previous and text.startswith("].", start - 1) and _CAPITAL_NEXT.match(text, start + 1):
-                previous, start = (previous[0], start + 1), start + 1
-            if previous:
-                yield previous
-            previous = (start, end)
-    if previous:
-        yield previous
-
-
-_CAPITAL_NEXT = re.compile(r"\s+[A-Z]")
-_LIST_NUMBER = re.compile(r"\d{1,2}\.(?=\s+[A-Z])")
-
-
-def sentence_spans(text: str, mentions: Iterable[Span] = ()) -> list[Span]:
-    """Sentences of ``text`` as spans without surrounding whitespace, with BLUE's rules (module docstring).
-
-    No sentence boundary cuts one of ``mentions``.
-
-    >>> text = "Aspirin blocks COX-1. 2. It is cheap. Its dose is 10 mg i.v. daily."
-    >>> [text[s:e] for s, e in sentence_spans(text)]
-    ['Aspirin blocks COX-1. 2.', 'It is cheap.', 'Its dose is 10 mg i.v. daily.']
-    """
-    spans: list[Span] = []
-    for start, end in _split(text):
-        start, end = _strip(text, start, end)
-        if start == end:
-            continue
-        number = _LIST_NUMBER.match(text, start)
-        if spans and number:  # "... assay. 1." | "The ...": spaCy left list numbers behind
-            spans[-1] = (spans[-1][0], number.end())
-            start = _strip(text, number.end(), end)[0]
-        last = spans[-1][1] if spans else 0
-        if spans and (text[last - 1] not in ".?!" or text[last - 4 : last] == "i.v."):
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((start, end))
-    return _keep_mentions_whole(spans, mentions)
-
-
-def _strip(text: str, start: int, end: int) -> Span:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-def _keep_mentions_whole(spans: list[Span], mentions: Iterable[Span]) -> list[Span]:
-    """Join neighbouring sentences wherever a mention crosses the boundary between them."""
-    mentions = list(mentions)
-    joined: list[Span] = []
-    for start, end in spans:
-        if joined and any(s < start and e > joined[-1][1] for s, e in mentions):
-            joined[-1] = (joined[-1][0], end)
-        else:
-            joined.append((start, end))
-    return joined
-
-
 def mask(text: str, chemical: Span, gene: Span) -> str:
     """Replace the chemical by ``@CHEMICAL$`` and the gene by ``@GENE$``, or both by one ``@CHEM-GENE$``.
 
@@ -466,7 +393,7 @@ def convert(docs: Iterable[Document]) -> Converted:
         text, positions = fold_ascii(doc.text)
         mentions = {i: (positions[m.start], positions[m.end]) for i, m in doc.mentions.items()}
         plain = sentence_spans(text)
-        sentences = _keep_mentions_whole(plain, mentions.values())
+        sentences = keep_mentions_whole(plain, mentions.values())
         result.joined_for_mentions += len(plain) - len(sentences)
         sentence_of = {i: _sentence_of(span, sentences) for i, span in mentions.items()}
 
