@@ -142,7 +142,10 @@ def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str
 
     config = RunConfig.from_dict(data, path)  # raises ConfigError with every problem of the values
     problems: list[str] = []
-    checks = [lambda t=task: load_dataset_spec(t, data_dirs) for task in config.tasks]
+    from collections.abc import Callable
+    from functools import partial
+
+    checks: list[Callable[[], object]] = [partial(load_dataset_spec, task, data_dirs) for task in config.tasks]
     checks.append(lambda: resolve_device(config.device))
     if config.init_from:
         checks.append(lambda: read_manifest(Path(config.init_from)))

@@ -66,7 +66,7 @@ class TaskBatchSampler:
                 pieces.append(part[np.argsort(self.lengths[task][part], kind="stable")])
             order = np.concatenate(pieces)
         batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
-        rng.shuffle(batches)  # type: ignore[arg-type]
+        rng.shuffle(batches)
         return batches
 
     def steps_per_epoch(self) -> int:
