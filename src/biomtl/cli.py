@@ -148,7 +148,7 @@ def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str
     checks: list[Callable[[], object]] = [partial(load_dataset_spec, task, data_dirs) for task in config.tasks]
     checks.append(lambda: resolve_device(config.device))
     if config.init_from:
-        checks.append(lambda: read_manifest(Path(config.init_from)))
+        checks.append(partial(read_manifest, Path(config.init_from)))
     encoder = Path(config.init_from) / "encoder" if config.init_from else Path(config.encoder or default_encoder_path())
     if (encoder / "config.json").is_file():
         checks.append(lambda: check_max_length(
