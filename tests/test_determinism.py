@@ -31,7 +31,7 @@ def test_same_seed_same_everything_other_seed_other_weights(run_config, tmp_path
 
     (rows_a, result_a, preds_a, weights_a), (rows_b, result_b, preds_b, weights_b) = runs["a"], runs["b"]
     assert rows_a == rows_b and result_a == result_b and preds_a == preds_b
-    assert [r["split"] for r in rows_a] == ["dev", "dev", "test"] and len(preds_a) == 6
+    assert [r["split"] for r in rows_a] == ["dev", "dev", "dev", "test"] and len(preds_a) == 6  # epochs 0, 1, 2
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 

@@ -237,7 +237,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_config, tm
     assert (state["epoch"], state["global_step"]) == (0, 2)
     kept, reference = load_file(out / CHECKPOINT / "model.safetensors"), load_file(tmp_path / "clean" / CHECKPOINT / "model.safetensors")
     assert all(torch.equal(kept[k], reference[k]) for k in reference)
-    assert not (out / "best").exists() and not (out / "result.json").exists()
+    assert not (out / "result.json").exists()
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0]  # best/: untrained
 
 
 def test_non_finite_loss_in_a_later_epoch_leaves_the_best_model_intact(run_config, monkeypatch):
@@ -248,7 +249,7 @@ def test_non_finite_loss_in_a_later_epoch_leaves_the_best_model_intact(run_confi
     out = Path(config.output_dir)
     assert json.loads((out / CHECKPOINT / "state.json").read_text())["global_step"] == 6
     assert _finite(out / "best" / "model.safetensors") and _finite(out / CHECKPOINT / "model.safetensors")
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # epochs 0 and 1
 
 
 def test_weights_broken_by_a_step_with_finite_loss_are_not_saved(run_config, monkeypatch):
@@ -271,4 +272,5 @@ def test_weights_broken_by_a_step_with_finite_loss_are_not_saved(run_config, mon
     with pytest.raises(TrainingError, match=r"^weights became non-finite \(\S+\) by step 6; stopping \(no checkpoint was written\)"):
         train(config, progress=False)
     out = Path(config.output_dir)
-    assert not (out / "best").exists() and not (out / CHECKPOINT).exists()
+    assert not (out / CHECKPOINT).exists()
+    assert _finite(out / "best" / "model.safetensors")  # the untrained model, epoch 0: the only candidate so far

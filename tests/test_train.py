@@ -16,7 +16,7 @@ def test_multitask_run_writes_everything(run_config):
     assert set(result["tasks"]) == {"toy-ner", "toy-rel", "toy-sts", "toy-hoc"}
     assert (out / "result.json").is_file() and (out / "config.yaml").is_file()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [x["split"] for x in lines] == ["dev", "dev", "test"]
+    assert [(x["split"], x["epoch"]) for x in lines] == [("dev", 0), ("dev", 1), ("dev", 2), ("test", result["best_epoch"])]
     for task in result["tasks"]:
         assert (out / "predictions" / f"{task}.test.jsonl").is_file()
     model = MultiTaskModel.load(out / "best")
@@ -38,7 +38,8 @@ def test_prefetch_keeps_order_and_reraises():
 
 
 def test_model_selection_never_looks_at_test(run_config, monkeypatch):
-    """Every epoch is scored on dev; the best mean dev epoch is kept; test is scored once, at the end."""
+    """The untrained model (epoch 0) and every epoch are scored on dev; the best mean dev state is kept; test is
+    scored once, at the end."""
     import biomtl.train as train_module
 
     calls = []
@@ -51,7 +52,7 @@ def test_model_selection_never_looks_at_test(run_config, monkeypatch):
     monkeypatch.setattr(train_module, "evaluate", spy)
     config = run_config(epochs=3)
     result = train(config, progress=False)
-    assert calls == ["dev", "dev", "dev", "test"]
+    assert calls == ["dev", "dev", "dev", "dev", "test"]
     rows = [json.loads(x) for x in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
     dev = [r for r in rows if r["split"] == "dev"]
     best = max(dev, key=lambda r: r["mean_main"])  # first of equals, as the loop keeps the first

@@ -528,6 +528,7 @@ def with_files(spec: DatasetSpec, data_dirs: DataDirs) -> DatasetSpec:
 SAMPLING = ("proportional", "temperature", "round_robin")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLING = ("cls", "mean")
+SIMILARITY = ("cross", "biencoder")  # text-pair similarity strategies (biomtl.tasks.regression); a run may say auto
 DEFAULT_MAX_LENGTH = 128  # sub-words per sequence, [CLS] and [SEP] included
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # whether it is available: biomtl.inference
 
@@ -557,6 +558,7 @@ class RunConfig:
     dropout: float = 0.1
     max_length: int = DEFAULT_MAX_LENGTH
     pooling: str = "cls"
+    similarity: str = "auto"
     sampling: str = "proportional"
     temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=dict)
@@ -599,7 +601,9 @@ class RunConfig:
             p.append(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.weight_decay < 0:
             p.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
-        for key, options in (("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING)):
+        for key, options in (
+            ("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING), ("similarity", ("auto", *SIMILARITY))
+        ):
             value = getattr(self, key)
             if value not in options:
                 p.append(f"{key}: unknown value '{value}'{did_you_mean(value, list(options), 'values')}")

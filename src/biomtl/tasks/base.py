@@ -1,9 +1,10 @@
-"""The task-type protocol, the settings every head is built with, and the pieces the built-in types share.
+"""The task-type protocol, the settings every task type and head is built with, and the pieces the built-in
+types share.
 
 A task type is everything that differs between ``tagging``, ``classification``, ... : which spec fields it
 needs, how a gold label is written in a data file, how an example becomes encoder inputs, its head and loss,
 how logits become a typed prediction, what its metric compares, and how a raw prediction input is read and
-its prediction written out. Everything else (readers, sampling, the training loop, saving, the predictor,
+its prediction written out, and any decision rule it tunes on dev. Everything else (readers, sampling, the training loop, saving, the predictor,
 the CLI) asks the task type and never compares type names.
 """
 
@@ -32,10 +33,15 @@ Batch = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class HeadSettings:
-    """The model's settings that reach every head (through ``build_head``)."""
+    """The model's settings that every task type is built with and every head receives (``build_head``).
+    A model directory records them (``biomtl.json``), so a loaded model encodes and decodes as it trained."""
 
     dropout: float = 0.1
     pooling: str = "cls"  # the sentence vector of pooled heads: "cls" (the paper) or "mean" of the tokens
+    similarity: str = "cross"  # text-pair similarity, one of SIMILARITY (a run's "auto" is resolved before)
+
+
+DEFAULT_SETTINGS = HeadSettings()
 
 
 class InvalidLabel(ValueError):
@@ -58,8 +64,9 @@ class TaskType(Protocol):
     """
 
     spec: DatasetSpec
+    settings: HeadSettings
 
-    def __init__(self, spec: DatasetSpec) -> None: ...
+    def __init__(self, spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> None: ...
 
     # -- config and data files --------------------------------------------------------------------------
     @classmethod
@@ -93,7 +100,13 @@ class TaskType(Protocol):
         ...
 
     def collate(self, features: list[Feature], pad_id: int) -> Batch:
-        """Pad features to one batch (dynamic padding to the longest), targets included."""
+        """Pad features to one batch (dynamic padding to the longest), targets included. Every tensor has a
+        row per feature (DDP shards batches by rows)."""
+        ...
+
+    def encoder_batch(self, batch: Batch) -> Batch:
+        """What the encoder runs on for a collated batch (``input_ids``, ``attention_mask`` ...): the batch
+        itself for most types; a bi-encoder stacks the rows of its two texts. Its head reads the result."""
         ...
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor: ...
@@ -124,6 +137,20 @@ class TaskType(Protocol):
         """The metric's arguments: the configured ones plus any it takes from the examples."""
         ...
 
+    # -- a decision rule chosen on dev (multilabel: a threshold per label) -------------------------------------
+    def fit_decision(self, examples: list[Example], predictions: Sequence[Prediction]) -> Sequence[Prediction]:
+        """Choose this type's decision rule on these (dev) examples and return their predictions under it;
+        a type without one returns ``predictions``. Training calls it on dev only, never on test."""
+        ...
+
+    def decision(self) -> dict[str, Any]:
+        """The decision rule in use, JSON-able (saved in the model directory); ``{}`` when the type has none."""
+        ...
+
+    def set_decision(self, decision: dict[str, Any]) -> None:
+        """Use a rule saved by :meth:`decision`; raises ``ValueError`` naming what does not fit."""
+        ...
+
     # -- raw inputs (the predictor and ``biomtl predict``) --------------------------------------------
     @property
     def can_annotate(self) -> bool:
@@ -146,6 +173,12 @@ class TaskType(Protocol):
 
 # ----------------------------------------------------------------------------------------------------------
 # Shared implementation
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each sequence's token states (padding excluded): (B, T, H), (B, T) → (B, H)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 def pad_inputs(features: list[Feature], pad_id: int) -> Batch:
@@ -203,13 +236,14 @@ def text_input(spec: DatasetSpec, item: str | dict[str, Any], source: str, line:
 
 
 class TaskBase:
-    """What every built-in type shares: the bound spec, no extra spec or text checks, padding + targets,
-    gold labels as read, metric arguments from the metric's declared needs."""
+    """What every built-in type shares: the bound spec and settings, no extra spec or text checks, padding +
+    targets, gold labels as read, metric arguments from the metric's declared needs, no decision rule."""
 
     token_level = False
 
-    def __init__(self, spec: DatasetSpec) -> None:
+    def __init__(self, spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> None:
         self.spec = spec
+        self.settings = settings
 
     @classmethod
     def spec_problems(cls, spec: DatasetSpec) -> list[str]:
@@ -226,11 +260,24 @@ class TaskBase:
     def collate_targets(self, features: list[Feature], length: int) -> Batch:
         return {}
 
+    def encoder_batch(self, batch: Batch) -> Batch:
+        return batch
+
     def gold(self, example: Example) -> Any:
         return example.label
 
     def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
         return metric_arguments(self.spec, examples)
+
+    def fit_decision(self, examples: list[Example], predictions: Sequence[Prediction]) -> Sequence[Prediction]:
+        return predictions
+
+    def decision(self) -> dict[str, Any]:
+        return {}
+
+    def set_decision(self, decision: dict[str, Any]) -> None:
+        if decision:
+            raise ValueError(f"a {self.spec.type} task has no decision rule (got {', '.join(decision)})")
 
     def loss_units(self, batch: Batch) -> int:
         return len(batch["input_ids"])
@@ -304,9 +351,5 @@ class PooledHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # hidden: (B, T, H) → logits (B, n_out)
-        if self.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
+        pooled = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
         return self.out(self.dropout(pooled))

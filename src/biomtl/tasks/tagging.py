@@ -20,6 +20,7 @@ from biomtl.config import DatasetSpec
 from biomtl.data.examples import Example
 from biomtl.metrics import iob_chunks
 from biomtl.tasks.base import (
+    DEFAULT_SETTINGS,
     Batch,
     Feature,
     HeadSettings,
@@ -233,8 +234,8 @@ class TaggingTask(TaskBase):
     token_level = True
     can_annotate = True
 
-    def __init__(self, spec: DatasetSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> None:
+        super().__init__(spec, settings)
         self.tags = ["O"] + [f"{p}-{t}" for t in spec.labels for p in ("B", "I")]
         self.tag_index = {t: i for i, t in enumerate(self.tags)}
 
