@@ -190,6 +190,14 @@ def _print_result(result: dict) -> None:
     print(f"model: {Path(result['output_dir']) / 'best'}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from biomtl.evaluate import evaluate
+
+    for result in evaluate(args.source, args.task, args.split, _data_dirs(args), args.batch_size, args.device):
+        print(json.dumps(result.to_json()))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from biomtl.predict import Predictor
 
@@ -431,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score a model directory on dev/test, or an encoder zero-shot (similarity) → one JSON line per task",
+        description="Score a saved model directory's tasks on dev or test with the decision rules it stores, or "
+        "a pretrained encoder with no training where a zero-shot score is defined (sentence similarity: cosine "
+        "of mean-pooled embeddings); other tasks are refused with one line and exit status 2.",
+    )
+    p.add_argument("source", metavar="MODEL_OR_ENCODER",
+                   help="a model directory (runs/x/best), an encoder (HF name or path), or 'default' (the embedded encoder)")
+    p.add_argument("--task", help="the task to score (required for an encoder; default for a model: all its tasks)")
+    p.add_argument("--split", default="dev", help="dev (default) or test")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=128)
+    _data_flags(p)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "predict", help="raw text or JSONL → JSONL predictions",
