@@ -21,7 +21,7 @@ from torch import nn
 
 from biomtl.data.examples import Example
 from biomtl.model import MultiTaskModel, load_encoder
-from biomtl.predict import Predictor
+from biomtl.predict import Predictor, sentence_pieces
 from biomtl.tasks import load_dataset_spec
 from biomtl.tasks.tagging import TaggingTask, WindowTags, make_windows, owners
 
@@ -256,3 +256,105 @@ def test_training_windows_give_every_word_exactly_one_tag(tokenizer, toy_tasks, 
     perfect = [WindowTags([task.tags[t] for t in f["word_labels"]], [1.0] * len(f["word_index"])) for f in features]
     merged = task.merge(perfect, features, len(examples))
     assert [m.tags for m in merged] == [ex.label for ex in examples]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Documents read sentence by sentence: a sentence's entities do not depend on where it falls in a document.
+
+
+def tiny_predictor(tiny_encoder: str, tokenizer, toy_tasks, max_length: int) -> Predictor:
+    """The real (random) tiny BERT with the toy NER head, and a head that tags something on most texts."""
+    spec = load_dataset_spec(toy_tasks["toy-ner"])
+    torch.manual_seed(0)
+    encoder, _ = load_encoder(tiny_encoder)
+    model = MultiTaskModel(encoder, tokenizer, {spec.name: spec}, max_length=max_length)
+    with torch.no_grad():
+        model.heads[spec.name].out.bias.copy_(torch.tensor([0.0, 0.3, 0.3]))  # O, B-Chemical, I-Chemical
+    return Predictor(model, precision="fp32")
+
+
+def fits_one_window(predictor: Predictor, sentence: str) -> bool:
+    task = predictor.model.tasks["toy-ner"]
+    example = task.read_input(sentence, "test", 1)
+    return len(task.encode([example], predictor.model.tokenizer, predictor.model.max_length)) == 1
+
+
+def assert_document_reads_like_its_sentences(predictor: Predictor, sentences: list[str], separator: str = " ") -> int:
+    """Annotate the sentences joined into one document and each on its own: for every sentence that the
+    splitter finds again and that fits in one window, the document's entities inside it are the sentence's
+    own entities, shifted. Returns how many sentences were compared."""
+    document = separator.join(sentences)
+    starts, pos = [], 0
+    for s in sentences:
+        starts.append(pos)
+        pos += len(s) + len(separator)
+    found_again = {start for start, _ in sentence_pieces(document)}
+    (in_document,) = predictor.predict("toy-ner", [document])
+    (annotated,) = predictor.annotate([document])
+    alone = predictor.predict("toy-ner", sentences)
+    compared = 0
+    for start, sentence, own in zip(starts, sentences, alone, strict=True):
+        if start not in found_again or start + len(sentence) + len(separator) not in found_again | {pos}:
+            continue
+        if not fits_one_window(predictor, sentence):
+            continue
+        end = start + len(sentence)
+        shifted = [{**e, "start": e["start"] + start, "end": e["end"] + start} for e in own["entities"]]
+        for found in (in_document["entities"], annotated["entities"]):
+            inside = [e for e in found if start <= e["start"] and e["end"] <= end]
+            assert without_scores(inside) == without_scores(shifted), sentence
+            # padding to other lengths in a batch moves a probability in its last digits only
+            assert [e["score"] for e in inside] == pytest.approx([e["score"] for e in shifted], abs=1e-3)
+        compared += 1
+    return compared
+
+
+def without_scores(entities: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in ("score", "task")} for e in entities]
+
+
+def test_sentence_pieces_cover_the_text_and_start_at_sentences():
+    text = "  Aspirin helps. It is cheap.\n\nIts dose is 10 mg i.v. daily. 2. Naloxone (NLX) works.  "
+    pieces = sentence_pieces(text)
+    assert "".join(p for _, p in pieces) == text
+    assert all(text[s : s + len(p)] == p for s, p in pieces)
+    assert [p.strip() for _, p in pieces] == [
+        "Aspirin helps.", "It is cheap.", "Its dose is 10 mg i.v. daily. 2.", "Naloxone (NLX) works."
+    ]
+    assert sentence_pieces("") == [(0, "")]
+    assert sentence_pieces("   ") == [(0, "   ")]
+
+
+def test_a_documents_entities_are_its_sentences_entities(tiny_encoder, tokenizer, toy_tasks):
+    """Toy sentences of 3-25 words (window 24 sub-words: some sentences need several windows) joined into one
+    document. Before sentences were split first, windows cut across sentences and this failed."""
+    predictor = tiny_predictor(tiny_encoder, tokenizer, toy_tasks, max_length=24)
+    rng = random.Random(5)
+    words = ["aspirin", "heparin", "the", "cells", "renal", "failure", "induced", "lithium", "dose", "of", "and", "qqq"]
+    sentences = [
+        " ".join([rng.choice(words).capitalize()] + [rng.choice(words) for _ in range(rng.randint(2, 24))]) + "."
+        for _ in range(60)
+    ]
+    compared = assert_document_reads_like_its_sentences(predictor, sentences)
+    assert compared > 25
+    # The test can fail: the entities are many, and the document is many windows long.
+    (result,) = predictor.predict("toy-ner", [" ".join(sentences)])
+    assert len(result["entities"]) > 100
+
+
+@pytest.mark.slow
+def test_real_bc5cdr_sentences_read_the_same_in_a_document(corpora_dir, tiny_encoder, tokenizer, toy_tasks):
+    """Real BC5CDR test sentences (the BLUE file), 400 of them on one line, with the tiny BERT."""
+    sentences, words = [], []
+    for line in (corpora_dir / "BC5CDR-chemical" / "test.tsv").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            words.append(line.split("\t")[0])
+        elif words:
+            sentences.append(" ".join(words))
+            words = []
+        if len(sentences) == 400:
+            break
+    # The tiny vocabulary spells most words letter by letter: 278 of the 400 sentences fit in 128 sub-words.
+    predictor = tiny_predictor(tiny_encoder, tokenizer, toy_tasks, max_length=128)
+    compared = assert_document_reads_like_its_sentences(predictor, sentences)
+    assert compared > 250  # the splitter finds 384 of the 400 corpus sentences again
