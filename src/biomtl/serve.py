@@ -437,8 +437,8 @@ class SimilarityRequest(BaseModel):
 
 
 def similarity_tasks(predictor: Predictor) -> list[str]:
-    """Tasks that score a pair of texts: the regression tasks."""
-    return [name for name, spec in predictor.model.specs.items() if spec.type == "regression"]
+    """Tasks that score a pair of texts (their task type says so: ``pair_input``)."""
+    return [name for name, task in predictor.model.tasks.items() if task.pair_input]
 
 
 def create_app(predictor: Predictor, options: ServeOptions | None = None, model_name: str = "") -> Any:

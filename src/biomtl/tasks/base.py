@@ -65,6 +65,7 @@ class TaskType(Protocol):
 
     spec: DatasetSpec
     settings: HeadSettings
+    pair_input: bool  # every input is a text pair, scored as one value (the tasks ``serve``'s /similarity runs)
 
     def __init__(self, spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> None: ...
 
@@ -240,6 +241,7 @@ class TaskBase:
     targets, gold labels as read, metric arguments from the metric's declared needs, no decision rule."""
 
     token_level = False
+    pair_input = False
 
     def __init__(self, spec: DatasetSpec, settings: HeadSettings = DEFAULT_SETTINGS) -> None:
         self.spec = spec
@@ -290,7 +292,6 @@ class SentenceTask(TaskBase, ABC):
     ``decode`` (to a dataclass with ``to_json``) and ``metric_value``.
     """
 
-    pair_input = False  # every input is a text pair (regression)
     target_dtype = torch.float
 
     @abstractmethod
