@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from biomtl.atomic import atomic_write_text
 from biomtl.datadirs import DataDirs
@@ -142,7 +142,6 @@ def _run_config_problems(data: dict, path: str, data_dirs: DataDirs) -> list[str
 
     config = RunConfig.from_dict(data, path)  # raises ConfigError with every problem of the values
     problems: list[str] = []
-    from collections.abc import Callable
     from functools import partial
 
     checks: list[Callable[[], object]] = [partial(load_dataset_spec, task, data_dirs) for task in config.tasks]
@@ -405,7 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biomtl", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _predictor_flags(p: argparse.ArgumentParser) -> None:
+    """Where and how a loaded model runs (predict, annotate, serve)."""
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+
+
+def _add_data_commands(sub: Any) -> None:
+    """``data prepare`` and ``data download``."""
     data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("prepare", help="official corpora → BLUE task files with manifests")
     p.add_argument("--corpora", help="directory of the official corpora (else $BIOMTL_CORPORA)")
@@ -425,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_download)
 
+
+def _add_training_commands(sub: Any) -> None:
+    """``validate``, ``train``, ``study`` and ``pairwise``."""
     p = sub.add_parser("validate", help="check dataset, run or study configs (and dataset files); report every problem")
     p.add_argument("configs", nargs="+")
     _data_flags(p)
@@ -440,6 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     p.set_defaults(func=cmd_train)
 
+    for name, func, help_ in (
+        ("study", cmd_study, "ST / MTL / MTL-FT over seeds → results.md"),
+        ("pairwise", cmd_pairwise, "train every pair of tasks → n×n table and heatmap"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("config")
+        p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+        p.add_argument("--profile", default="quick", help="profile in the study config (quick|full|paper)")
+        p.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
+        p.add_argument("--output-dir")
+        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--plan", action="store_true", help="print the runs and their optimizer steps; train nothing")
+        _data_flags(p)
+        p.set_defaults(func=func)
+
+
+def _add_model_commands(sub: Any) -> None:
+    """What runs a trained model or an encoder: ``evaluate``, ``predict``, ``annotate``, ``serve``, ``export``."""
     p = sub.add_parser(
         "evaluate", help="score a model directory on dev/test, or an encoder zero-shot (similarity) → one JSON line per task",
         description="Score a saved model directory's tasks on dev or test with the decision rules it stores, or "
@@ -471,10 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "as one document)")
     p.add_argument("--output", help="output JSONL file (default stdout)")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+    _predictor_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("annotate", help="documents → entities, relations between them, document labels (all heads)")
@@ -495,10 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated heads to run (default: every head that reads documents)")
     p.add_argument("--keep-input-entities", nargs="?", const="*", metavar="TYPES",
                    help="use the input's mentions instead of predicting them: of every type, or of these comma-separated types")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+    _predictor_flags(p)
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("serve", help="HTTP service and web page for a model (needs the serve extra)")
@@ -511,10 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batching", action="store_true", help="run requests one at a time, never combined")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to batch")
     p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 where the CPU/GPU computes it natively, else fp32")
+    _predictor_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="a model as Hugging Face checkpoints (one per task) or one ONNX graph")
@@ -523,22 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory (written atomically)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
-
-    for name, func, help_ in (
-        ("study", cmd_study, "ST / MTL / MTL-FT over seeds → results.md"),
-        ("pairwise", cmd_pairwise, "train every pair of tasks → n×n table and heatmap"),
-    ):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("config")
-        p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
-        p.add_argument("--profile", default="quick", help="profile in the study config (quick|full|paper)")
-        p.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
-        p.add_argument("--output-dir")
-        p.add_argument("--quiet", action="store_true")
-        p.add_argument("--plan", action="store_true", help="print the runs and their optimizer steps; train nothing")
-        _data_flags(p)
-        p.set_defaults(func=func)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
