@@ -128,7 +128,7 @@ class Predictor:
     def annotate(self, texts: list[str], tasks: list[str] | None = None) -> list[dict[str, Any]]:
         """Annotate raw texts with several heads at once: the encoder runs once per window, and every
         head reads the same states. Token-level heads give ``entities``; sentence heads give their labels
-        (probabilities averaged over a long text's windows).
+        (probabilities averaged over the windows of the text's sentences).
 
         >>> Predictor.load("runs/mtl/best").annotate(["Cisplatin-induced nephrotoxicity."])  # doctest: +SKIP
         """
