@@ -235,3 +235,10 @@ def test_boolean_labels_are_refused_with_how_to_write_them(tmp_path, capsys):
         f"biomtl: error: {path}: key 'labels' must be list[str], got list [True, False] "
         "(quote yes/no/true/false to keep them as text)"
     ]
+
+
+def test_a_run_config_named_like_its_task_is_not_taken_for_the_dataset(capsys):
+    """configs/runs/bc5cdr-chemical.yaml names `tasks: [bc5cdr-chemical]`: the lookup beside the run file passes
+    over the run config itself (it names tasks and has no type) and finds the shipped dataset config."""
+    run = Path(__file__).resolve().parents[1] / "configs" / "runs" / "bc5cdr-chemical.yaml"
+    assert main(["validate", str(run)]) == 0, capsys.readouterr().err

@@ -386,7 +386,7 @@ def find_dataset_config(name_or_path: str, data_dirs: DataDirs | None = None) ->
     for path in [d / f"{name_or_path}.yaml" for d in searched] + [
         SHIPPED_DATASETS / f"{name_or_path}.yaml", *sorted(SHIPPED_DATASETS.glob(f"*/{name_or_path}.yaml"))
     ]:
-        if path.is_file():
+        if path.is_file() and not _names_tasks(path):
             return path
     known = sorted({p.stem for d in data_dirs.datasets for p in d.glob("*.yaml")} | {p.stem for p in SHIPPED_DATASETS.rglob("*.yaml")})
     nearby = [p.stem for p in data_dirs.base.glob("*.yaml")] if data_dirs.base else []
@@ -394,6 +394,13 @@ def find_dataset_config(name_or_path: str, data_dirs: DataDirs | None = None) ->
     looked = [f"{data_dirs.base} (beside the config)"] if data_dirs.base else []
     looked += [f"{d} ({DATASETS_ENV})" for d in data_dirs.datasets] + [f"{SHIPPED_DATASETS} (shipped)"]
     raise ConfigError(f"tasks: no dataset config found for '{name_or_path}'{hint} (looked in {', '.join(looked)})")
+
+
+def _names_tasks(path: Path) -> bool:
+    """Whether a YAML file is a run or study config (it names ``tasks``, it has no ``type``): not a dataset config,
+    even where its name is a task's (``configs/runs/hoc.yaml`` beside which ``tasks: [hoc]`` is looked up)."""
+    data = read_yaml(path)
+    return "tasks" in data and "type" not in data
 
 
 def check_dataset_spec(spec: DatasetSpec, where: str, task_types: list[str]) -> list[str]:
