@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from biomtl.config import REPO_CONFIGS
-from biomtl.datadirs import DataDirs
 from biomtl.data.readers import read_split, validate_dataset
+from biomtl.datadirs import DataDirs
 from biomtl.tasks import load_dataset_spec
 
 PUBLIC = sorted(p for p in (REPO_CONFIGS / "datasets").glob("*.yaml"))

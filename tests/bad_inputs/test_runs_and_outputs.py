@@ -17,7 +17,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_inputs import DOCS, Case, Workspace, _predict, _snapshot, cli_case, edit, run_case, task_case, trained  # noqa: F401
+from test_bad_inputs import (  # noqa: F401
+    DOCS,
+    Case,
+    Workspace,
+    _predict,
+    _snapshot,
+    cli_case,
+    edit,
+    run_case,
+    task_case,
+    trained,
+)
 
 import biomtl.atomic
 from biomtl.cli import main
