@@ -59,3 +59,13 @@ def test_model_selection_never_looks_at_test(run_config, monkeypatch):
     assert result["best_epoch"] == best["epoch"]
     assert result["dev"] == best["scores"]
     assert [r["split"] for r in rows].count("test") == 1
+
+
+@pytest.mark.parametrize("cap_test, test_rows", [(True, 3), (False, 8)])
+def test_max_eval_examples_caps_test_unless_cap_test_is_false(run_config, cap_test, test_rows):
+    """The `cpu` study profile selects on capped dev sets and scores every test example."""
+    config = run_config(tasks=["toy-rel"], epochs=1, max_eval_examples=3, cap_test=cap_test)
+    train(config, progress=False)
+    out = Path(config.output_dir) / "predictions"
+    assert len((out / "toy-rel.dev.jsonl").read_text().splitlines()) == 3
+    assert len((out / "toy-rel.test.jsonl").read_text().splitlines()) == test_rows

@@ -570,7 +570,8 @@ class RunConfig:
     temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=dict)
     max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    max_eval_examples: int | None = None  # caps dev and, with cap_test, test
+    cap_test: bool = True  # false: max_eval_examples caps dev only and every test example is scored
     checkpoint_every: int = 0
     log_every: int = 20
     device: str = "auto"

@@ -117,7 +117,8 @@ def load_task_data(model: MultiTaskModel, config: RunConfig, cache: FeatureCache
         task = model.tasks[name]
         examples, features = {}, {}
         for split in splits(spec):
-            limit = config.max_train_examples if split == "train" else config.max_eval_examples
+            limit = {"train": config.max_train_examples, "test": config.max_eval_examples if config.cap_test else None}.get(
+                split, config.max_eval_examples)
             # The model's settings (e.g. a bi-encoder's separate texts) also decide how a task encodes.
             key = (*split_key(spec, split, limit, model.tokenizer, config.max_length), task.settings)
 
