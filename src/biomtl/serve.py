@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -470,7 +470,15 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
     app.add_middleware(_BodyLimit, limit=options.max_body_bytes)
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    add_error_handlers(app)
+    app.include_router(info_routes(predictor, options, batcher, invariant, model_name))
+    app.include_router(model_routes(predictor, options, batcher))
+    return app
 
+
+def add_error_handlers(app: Any) -> None:
+    """Every error as a JSON body ``{"error": message}``: the request's own errors a 4xx, anything else a 500
+    (a bug), logged."""
     @app.exception_handler(RequestError)
     async def request_error(request: Request, e: RequestError) -> Response:
         return _error(e.status, str(e))
@@ -497,11 +505,18 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=e)
         return _error(500, f"internal error ({type(e).__name__}); this is a bug in biomtl")
 
-    @app.get("/", include_in_schema=False)
+
+def info_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatcher, invariant: bool, model_name: str) -> APIRouter:
+    """The web page and what the service is: ``/``, ``/health``, ``/tasks``."""
+    router = APIRouter()
+    model = predictor.model
+    static = resources.files("biomtl") / "static"
+
+    @router.get("/", include_in_schema=False)
     async def page() -> Response:
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
-    @app.get("/health")
+    @router.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness, and how requests are batched."""
         return {
@@ -509,7 +524,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
             "batch_invariant": invariant, "model_calls": batcher.batches, "requests": batcher.jobs,
         }
 
-    @app.get("/tasks")
+    @router.get("/tasks")
     async def tasks() -> dict[str, Any]:
         """Every task (head) of the model: its type, labels and what it reads."""
         rows = []
@@ -522,7 +537,15 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
         return {"tasks": rows, "limits": {"max_texts": options.max_texts, "max_chars": options.max_chars,
                                           "max_body_bytes": options.max_body_bytes}}
 
-    @app.post("/predict/{task}")
+    return router
+
+
+def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatcher) -> APIRouter:
+    """The model's work: ``/predict/{task}``, ``/similarity`` and ``/annotate``, each through ``batcher``."""
+    router = APIRouter()
+    model = predictor.model
+
+    @router.post("/predict/{task}")
     async def predict(task: str, request: PredictRequest) -> dict[str, Any]:
         """One prediction per input, as ``biomtl predict --task TASK`` gives: a string is raw text; an object
         may carry ``id``, ``text``, ``text_b`` and (relation tasks) ``entities``."""
@@ -532,7 +555,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
         rows = await batcher.submit(("predict", task), request.inputs, len(request.inputs))
         return {"task": task, "predictions": rows}
 
-    @app.post("/similarity")
+    @router.post("/similarity")
     async def similarity(request: SimilarityRequest) -> dict[str, Any]:
         """The similarity score of each pair of texts, from a regression task (``task``, else the model's
         only one)."""
@@ -562,7 +585,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
         }
     }
 
-    @app.post("/annotate", openapi_extra=annotate_body)
+    @router.post("/annotate", openapi_extra=annotate_body)
     async def annotate_endpoint(
         request: Request,
         input_format: str | None = None,
@@ -598,7 +621,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
             return JSONResponse({"documents": rows})
         return Response(write_documents(result, out), media_type=MEDIA_TYPES[out])
 
-    return app
+    return router
 
 
 def _chars(item: Any) -> int:
