@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from biomtl.atomic import atomic_write_text
 from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ConfigError
+from biomtl.lines import numbered_lines
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -222,9 +223,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs: list = []
     numbers: list[int] = []  # each input's line, for messages
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in numbered_lines(text):
             try:
                 inputs.append(json.loads(line))
             except json.JSONDecodeError as e:
@@ -233,8 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 raise BiomtlError(f"{source}:{number}: invalid JSON (nested too deeply)") from None
             numbers.append(number)
     elif args.lines:  # one record per non-empty line, its offsets within the line
-        numbers = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        inputs = [line for line in text.splitlines() if line.strip()]
+        numbers, inputs = [n for n, _ in numbered_lines(text)], [line for _, line in numbered_lines(text)]
     elif task == "all":
         inputs, numbers = [text], [1]  # the whole input is one document; offsets index into it
     else:  # the task's type says how: one input per line, or the whole text as one document

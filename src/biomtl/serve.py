@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException
 from biomtl.annotate import ALL, annotate
 from biomtl.errors import BiomtlError
 from biomtl.formats import FORMATS, Collection, detect_format, read_documents, write_documents
+from biomtl.lines import split_lines
 from biomtl.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -617,7 +618,7 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
         key = ("annotate", tuple(names or ()), keep, input_types)
         result = await batcher.submit(key, AnnotateJob(collection, names, keep), len(docs)) if docs else collection
         if out == JSON_API:
-            rows = [json.loads(line) for line in write_documents(result, "jsonl").splitlines()]
+            rows = [json.loads(line) for line in split_lines(write_documents(result, "jsonl"))]
             return JSONResponse({"documents": rows})
         return Response(write_documents(result, out), media_type=MEDIA_TYPES[out])
 

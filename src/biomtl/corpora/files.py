@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from biomtl.errors import BiomtlError, DataError
+from biomtl.lines import split_lines
 
 NO_VERIFY_HINT = "pass --no-verify to convert another release"
 
@@ -119,8 +120,7 @@ def read_lines(path: Path) -> list[str]:
     Only LF breaks lines: ``str.splitlines`` would also break at U+2028, U+0085 and others, which occur inside
     corpus text (HoC's mojibake has U+0085).
     """
-    text = read_text(path).removesuffix("\n")
-    return [line.removesuffix("\r") for line in text.split("\n")] if text else []
+    return split_lines(read_text(path))
 
 
 _BREAKS = re.compile(r"[\t\n\r]")

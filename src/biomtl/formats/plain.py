@@ -15,22 +15,20 @@ from typing import Any
 
 from biomtl.errors import DataError
 from biomtl.formats.documents import Collection, Document, Mention, Passage, Relation, check_mention
+from biomtl.lines import numbered_lines
 
 
 def read_text(path: Path, text: str) -> Collection:
     docs = [
         Document(id=str(n), passages=[Passage(0, line)], where=f"{path}:{n}")
-        for n, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
+        for n, line in numbered_lines(text)
     ]
     return Collection(docs)
 
 
 def read_jsonl(path: Path, text: str) -> Collection:
     docs = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, line in numbered_lines(text):
         try:
             item = json.loads(line)
         except json.JSONDecodeError as e:
