@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biomtl.experiments.schema import SETTINGS, Study, pair_name, run_name, st_name
+from biomtl.lines import numbered_lines
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def plot_learning_curve(run_dir: Path, title: str | None = None) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     result = json.loads((run_dir / "result.json").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for _, line in numbered_lines((run_dir / "metrics.jsonl").read_text())]
     dev = [r for r in rows if r.get("split") == "dev"]
     fig = _figure(10, 3.6)
     ax_dev, ax_loss = fig.subplots(1, 2)

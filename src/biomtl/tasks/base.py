@@ -22,6 +22,7 @@ from biomtl import metrics
 from biomtl.config import DatasetSpec
 from biomtl.data.examples import Example
 from biomtl.errors import DataError
+from biomtl.lines import numbered_lines
 from biomtl.tasks.masks import mask_entities
 
 Feature = dict[str, Any]
@@ -332,7 +333,7 @@ class SentenceTask(TaskBase, ABC):
 
     def plain_text_inputs(self, text: str) -> list[tuple[int, str]]:
         """One input per non-empty line."""
-        return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        return numbered_lines(text)
 
     def read_input(self, item: str | dict[str, Any], source: str, line: int) -> Example:
         return text_input(self.spec, item, source, line, pair=self.pair_input)
