@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from biomtl import metrics
-from biomtl.config import DEFAULT_MAX_LENGTH, with_files
+from biomtl.config import DEFAULT_MAX_LENGTH, DatasetSpec, with_files
 from biomtl.data.examples import Example
 from biomtl.data.readers import read_split, splits
 from biomtl.datadirs import DataDirs
@@ -68,11 +68,16 @@ def is_model_dir(source: str) -> bool:
     return (Path(source) / MANIFEST).is_file()
 
 
+def has_zero_shot(spec: DatasetSpec) -> bool:
+    """Whether a task has a zero-shot score: its head, built with :data:`ZERO_SHOT`, has no weights."""
+    return not any(True for _ in make_task(spec, ZERO_SHOT).build_head(8, ZERO_SHOT).parameters())
+
+
 def zero_shot_model(encoder: str, task: str, data_dirs: DataDirs | None = None) -> MultiTaskModel:
     """``encoder`` (a HF name or path; ``default``: the embedded one) with the head of ``task`` that has no
     weights; a one-line error where the task's type has none."""
     spec = load_dataset_spec(task, data_dirs)
-    if any(True for _ in make_task(spec, ZERO_SHOT).build_head(8, ZERO_SHOT).parameters()):
+    if not has_zero_shot(spec):
         raise BiomtlError(
             f"--task {spec.name}: a {spec.type} task has no zero-shot score (an untrained head is random); "
             "train a model and evaluate its directory"
@@ -93,11 +98,13 @@ def evaluate(
     data_dirs: DataDirs | None = None,
     batch_size: int = 128,
     device: str = "cpu",
+    limit: int | None = None,
 ) -> list[Evaluation]:
     """Scores of a model directory's tasks (``task``: only that one), or of an encoder zero-shot on ``task``.
 
     A model directory is scored with the decision rules it stores (e.g. thresholds chosen on dev); nothing is
     tuned here. ``data_dirs`` says where the tasks' files are (default: the environment's directories).
+    ``limit`` scores the seeded subset of that many examples that a run capped by ``max_eval_examples`` scores.
     """
     data_dirs = data_dirs or DataDirs.from_env()
     if split not in EVAL_SPLITS:
@@ -123,7 +130,7 @@ def evaluate(
     dtype = autocast_dtype("auto", torch_device)
     results = []
     for name in tasks:
-        examples = read_split(with_files(model.specs[name], data_dirs), split)
+        examples = read_split(with_files(model.specs[name], data_dirs), split, limit=limit)
         features = model.tasks[name].encode(examples, model.tokenizer, model.max_length)
         predictions = predict_features(model, name, features, len(examples), batch_size, torch_device, dtype)
         results.append(Evaluation(name, split, source, zero_shot, len(examples), score(model, name, examples, predictions),

@@ -17,8 +17,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from biomtl.data.readers import splits
+from biomtl.evaluate import evaluate, has_zero_shot
+from biomtl.experiments.bootstrap import study_interval
 from biomtl.experiments.schema import SETTINGS, Study, pair_name, run_name, st_name
 from biomtl.lines import numbered_lines
+from biomtl.tasks import load_dataset_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,9 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def summarize_study(study: Study, results: dict[tuple[int, str], dict]) -> dict:
-    """``results.json``: per task and split, mean ± sd over seeds of each setting and of MTL-FT − ST."""
+    """``results.json``: per task and split, mean ± sd over seeds of each setting and of MTL-FT − ST (its
+    per-seed values included); the untrained encoder's test score where a task has one (``zero_shot``); the
+    bootstrap interval of MTL-FT − ST on test (``bootstrap``, :mod:`~biomtl.experiments.bootstrap`)."""
     tasks, seeds = list(study.tasks), study.seeds
     main_metric = {t: results[(seeds[0], st_name(t))]["main_metric"][t] for t in tasks}
     summary: dict[str, Any] = {
@@ -106,10 +112,14 @@ def summarize_study(study: Study, results: dict[tuple[int, str], dict]) -> dict:
         "main_metric": main_metric,
         "settings": {s: LABELS[s] for s in SETTINGS},
         "note": "scores in [0, 1]; mean and sample sd (n-1) over seeds; 'values' follow the order of 'seeds'; "
-                "delta = MTL-FT - ST per seed; 'average' averages the tasks per seed first",
+                "delta = MTL-FT - ST per seed; 'average' averages the tasks per seed first; zero_shot: the "
+                "untrained encoder's test score, for tasks that have one; bootstrap: percentile interval of "
+                "delta on test, resampling seeds and test units (paired)",
     }
     for split in ("test", "dev"):
         summary[split] = _study_table(results, tasks, seeds, split)
+    summary["zero_shot"] = zero_shot_scores(study)
+    summary["bootstrap"] = study_interval(study, results)
     summary["runs"] = {
         f"seed{seed}/{name}": {
             "best_epoch": result["best_epoch"],
@@ -119,6 +129,24 @@ def summarize_study(study: Study, results: dict[tuple[int, str], dict]) -> dict:
         for (seed, name), result in results.items()
     }
     return summary
+
+
+def zero_shot_scores(study: Study) -> dict[str, float]:
+    """The test main metric of the study's encoder, untrained, on each task that has a zero-shot score
+    (sentence similarity: :func:`biomtl.evaluate.evaluate`), on the test examples its ST runs score. It needs
+    no seed: computed once per study."""
+    scores = {}
+    for task, entry in study.tasks.items():
+        spec = load_dataset_spec(entry, study.data_dirs)
+        if not has_zero_shot(spec) or "test" not in splits(spec):
+            continue
+        config = study.run("st", [task], study.seeds[0], st_name(task)).config
+        (result,) = evaluate(
+            config.encoder or "default", entry, "test", study.data_dirs, config.eval_batch_size, config.device,
+            limit=config.max_eval_examples if config.cap_test else None,
+        )
+        scores[task] = result.scores[result.main_metric]
+    return scores
 
 
 def _study_table(results: dict[tuple[int, str], dict], tasks: list[str], seeds: list[int], split: str) -> dict:
@@ -144,7 +172,9 @@ def _study_table(results: dict[tuple[int, str], dict], tasks: list[str], seeds: 
 
 
 def study_markdown(summary: dict) -> str:
-    """``results.md``: a test and a dev table, one row per task plus the average, ×100."""
+    """``results.md``: a test and a dev table, one row per task plus the average, ×100: each setting's mean ±
+    sd, Δ MTL-FT − ST (mean ± sd and per seed); on test also the zero-shot score where a task has one and the
+    bootstrap interval of Δ."""
     seeds = ", ".join(map(str, summary["seeds"]))
     profile = f", profile `{summary['profile']}`" if summary["profile"] else ""
     n = len(summary["seeds"])
@@ -154,23 +184,56 @@ def study_markdown(summary: dict) -> str:
         f"Main metric per task ×100, {spread} "
         "ST: single-task; MTL: one model on all tasks (MT-BERT-Refinement); MTL-FT: MTL encoder fine-tuned "
         "per task (MT-BERT-Fine-Tune). Δ = MTL-FT − ST, per seed, then mean ± sd. Average: mean over tasks "
-        "per seed, then over seeds. Dev scores are at each run's selected (best mean dev) epoch.\n",
+        "per seed, then over seeds. Δ seed k: the paired difference of seed k's runs. Dev scores are at each "
+        "run's selected (best mean dev) epoch. Zero-shot (test): the untrained encoder, where a task has one "
+        "(sentence similarity). 95 % interval (test): bootstrap over seeds and test examples, below.\n",
     ]
-    header = ["Task", "Metric", *[LABELS[s] for s in SETTINGS], "Δ MTL-FT − ST"]
+    zero_shot = summary["zero_shot"]
     for split, title in (("test", "Test"), ("dev", "Dev")):
+        test = split == "test"
+        header = ["Task", "Metric", *(["Zero-shot"] if test and zero_shot else []), *[LABELS[s] for s in SETTINGS],
+                  "Δ MTL-FT − ST", *[f"Δ seed {seed}" for seed in summary["seeds"]], *(["95 % interval"] if test else [])]
         rows = []
         for key in [*summary["tasks"], "average"]:
             row = summary[split][key]
             name = "**Average**" if key == "average" else key
             metric = "" if key == "average" else summary["main_metric"][key]
-            rows.append([name, metric, *[format_stat(row[s]) for s in SETTINGS],
-                         format_stat(row["delta"], signed=True)])
+            cells = [name, metric]
+            if test and zero_shot:
+                cells.append("—" if key not in zero_shot else f"{zero_shot[key] * SCALE:.1f}")
+            cells += [*[format_stat(row[s]) for s in SETTINGS], format_stat(row["delta"], signed=True)]
+            per_seed = row["delta"]["values"] if row["delta"] else [None] * n
+            cells += ["—" if v is None else f"{v * SCALE:+.1f}" for v in per_seed]
+            if test:
+                cells.append(_interval_cell(summary["bootstrap"], key))
+            rows.append(cells)
         parts.append(f"## {title}\n\n{markdown_table(header, rows, right_from=2)}")
+        if test:
+            parts.append(_bootstrap_note(summary["bootstrap"]))
     parts.append(
         f"Runs: `{summary['output_dir']}/seed<k>/{{st-<task>, mtl, mtlft-<task>}}`, each with "
         "`result.json`, `metrics.jsonl` and `learning_curve.png`.\n"
     )
     return "\n".join(parts)
+
+
+def _interval_cell(bootstrap: dict, key: str) -> str:
+    if "skipped" in bootstrap:
+        return "—"
+    interval = bootstrap["average"] if key == "average" else bootstrap["tasks"][key]
+    return f"[{interval['low'] * SCALE:+.1f}, {interval['high'] * SCALE:+.1f}]"
+
+
+def _bootstrap_note(bootstrap: dict) -> str:
+    if "skipped" in bootstrap:
+        return f"No 95 % interval: {bootstrap['skipped']}.\n"
+    units = ", ".join(f"{task}: {unit}s" for task, unit in bootstrap["units"].items())
+    return (
+        f"95 % interval: percentile bootstrap of Δ MTL-FT − ST, {bootstrap['n_resamples']} replicates "
+        f"(numpy seed {bootstrap['seed']}). Each replicate draws the seeds and each task's test units ({units}) "
+        "with replacement, the same units for ST and MTL-FT (paired), recomputes each task's main metric, and "
+        "averages Δ over the drawn seeds, then (Average) over tasks.\n"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

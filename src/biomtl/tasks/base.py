@@ -24,6 +24,7 @@ from biomtl.data.examples import Example
 from biomtl.errors import DataError
 from biomtl.lines import numbered_lines
 from biomtl.tasks.masks import mask_entities
+from biomtl.tasks.statistics import ScoreStatistics, score_statistics
 
 Feature = dict[str, Any]
 """Encoder inputs of one example (or one window of it): ``input_ids`` and ``example_index`` always,
@@ -137,6 +138,16 @@ class TaskType(Protocol):
 
     def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
         """The metric's arguments: the configured ones plus any it takes from the examples."""
+        ...
+
+    def saved_metric_value(self, row: dict[str, Any]) -> Any:
+        """What :meth:`metric_value` gives, read back from a run's saved prediction (a row of
+        ``predictions/<task>.<split>.jsonl``: ``id``, ``gold``, the prediction's ``to_json`` fields)."""
+        ...
+
+    def score_statistics(self, examples: list[Example], pred: list[Any]) -> ScoreStatistics | None:
+        """The main metric of these predictions (metric values) as additive per-unit statistics, for
+        resampling (:mod:`biomtl.tasks.statistics`); ``None`` where the main metric has none."""
         ...
 
     # -- a decision rule chosen on dev (multilabel: a threshold per label) -------------------------------------
@@ -271,6 +282,13 @@ class TaskBase:
 
     def metric_kwargs(self, examples: list[Example]) -> dict[str, Any]:
         return metric_arguments(self.spec, examples)
+
+    def saved_metric_value(self, row: dict[str, Any]) -> Any:
+        raise NotImplementedError(f"task type '{self.spec.type}' does not read back its saved predictions")
+
+    def score_statistics(self, examples: list[Example], pred: list[Any]) -> ScoreStatistics | None:
+        gold = [self.gold(ex) for ex in examples]
+        return score_statistics(self.spec.metric.name, self.spec.main_metric, gold, pred, **self.metric_kwargs(examples))
 
     def fit_decision(self, examples: list[Example], predictions: Sequence[Prediction]) -> Sequence[Prediction]:
         return predictions

@@ -76,6 +76,9 @@ class ClassificationTask(SentenceTask):
     def metric_value(self, prediction: LabelPrediction) -> str:
         return prediction.label
 
+    def saved_metric_value(self, row: dict[str, Any]) -> str:
+        return str(row["label"])
+
     def read_input(self, item: str | dict[str, Any], source: str, line: int) -> Example:
         """A text (relation tasks: with its masks, or plain text plus two ``entities``), or a pair."""
         example = super().read_input(item, source, line)

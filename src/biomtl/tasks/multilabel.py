@@ -89,6 +89,9 @@ class MultilabelTask(SentenceTask):
     def metric_value(self, prediction: LabelSetPrediction) -> list[str]:
         return prediction.labels
 
+    def saved_metric_value(self, row: dict[str, Any]) -> list[str]:
+        return list(row["labels"])
+
     # -- thresholds ---------------------------------------------------------------------------------------
     def fit_decision(self, examples: list[Example], predictions: Sequence[Any]) -> list[LabelSetPrediction]:
         """Each label's threshold is chosen from :data:`CANDIDATES` to maximise the task's main metric on

@@ -173,3 +173,6 @@ class RegressionTask(SentenceTask):
 
     def metric_value(self, prediction: ScorePrediction | SimilarityPrediction) -> float:
         return prediction.score
+
+    def saved_metric_value(self, row: dict[str, Any]) -> float:
+        return float(row["score"])

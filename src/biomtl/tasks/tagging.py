@@ -305,6 +305,9 @@ class TaggingTask(TaskBase):
     def metric_value(self, prediction: TaggedWords) -> list[str]:
         return prediction.tags
 
+    def saved_metric_value(self, row: dict[str, Any]) -> list[str]:
+        return list(row["tags"])
+
     def plain_text_inputs(self, text: str) -> list[tuple[int, str]]:
         """The whole text is one document; entity offsets index into it."""
         return [(1, text)]
