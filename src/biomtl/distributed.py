@@ -16,7 +16,9 @@ How the loop uses it (:mod:`biomtl.train`):
   without rows (a global batch smaller than N) repeats a row with weight 0. The loss reported and checked is
   the global one (:func:`global_loss`, one all-reduce of a scalar per step).
 * **Writing.** Only rank 0 writes the run directory (:func:`is_main` guards the writers); the others read
-  it when resuming, so on several machines ``output_dir`` must be on a shared file system.
+  it when resuming, so on several machines ``output_dir`` must be on a shared file system. A study
+  (:mod:`biomtl.experiments`) trains each of its runs on every rank; rank 0 alone decides which runs to skip
+  or resume and writes the study's files, through :func:`main_first`.
 * **Evaluation.** Every rank evaluates the whole dev and test sets with the same weights (no example is
   counted twice or dropped at shard ends, and every rank takes the same selection decisions); the ranks
   other than 0 would wait for rank 0 anyway.

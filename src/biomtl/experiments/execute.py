@@ -2,6 +2,12 @@
 
 A run with a ``result.json`` is finished and skipped; one with a checkpoint is resumed; one whose saved
 ``config.yaml`` differs from the run's config in a key that changes results is an error, before any work.
+
+Under ``torchrun`` (:mod:`biomtl.distributed`) every rank trains every run, as one DDP training. Rank 0 alone
+looks at the run directories and decides (skip, resume or train; a problem), and alone writes outside
+:func:`~biomtl.train.train` (learning curves, deleted checkpoints); the other ranks take its decisions and
+wait for its writes (:func:`~biomtl.distributed.main_first`), so no rank races another on a directory, and
+a problem found by rank 0 stops every rank.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from biomtl import distributed
 from biomtl.checkpoint import CHECKPOINT, find_checkpoint
 from biomtl.datadirs import DataDirs
-from biomtl.distributed import is_main
 from biomtl.errors import BiomtlError
 from biomtl.experiments import report
 from biomtl.experiments.plan import check_data
@@ -77,26 +83,40 @@ def execute(
     it is deleted unless ``keep_checkpoint``; ``best/`` stays.
     """
     out = Path(run.config.output_dir)
-    check_settings([run])
-    if (out / RESULT).is_file():
-        result = json.loads((out / RESULT).read_text())
+    distributed.setup(run.config.device)  # under torchrun: join the ranks before rank 0 looks at `out`
+    finished, resume = distributed.main_first(lambda: _run_state(run))
+    if finished is not None:
+        result = finished
         log.info("%s: finished earlier, skipped", run.label)
     else:
-        resume = find_checkpoint(out) is not None
         log.info("%s: %s (%s)", run.label, "resuming" if resume else "training", ", ".join(run.tasks))
         started = time.time()
         result = train(run.config, data_dirs, resume=resume, overwrite=not resume, progress=progress)
         log.info("%s: done in %.0f s, best epoch %d; dev %s; test %s", run.label, time.time() - started,
                  result["best_epoch"], _main_scores(result, "dev"), _main_scores(result, "test"))
-    if not is_main():  # under torchrun (biomtl.distributed) rank 0 alone tidies and plots
-        return result
+    distributed.main_first(lambda: _tidy(out, run.label, keep_checkpoint))
+    return result
+
+
+def _run_state(run: Run) -> tuple[dict | None, bool]:
+    """A run directory as rank 0 finds it: ``(its result, False)`` when finished, else ``(None, whether it
+    resumes)``. Refuses one trained with other settings."""
+    out = Path(run.config.output_dir)
+    check_settings([run])
+    if (out / RESULT).is_file():
+        return json.loads((out / RESULT).read_text()), False
+    return None, find_checkpoint(out) is not None
+
+
+def _tidy(out: Path, label: str, keep_checkpoint: bool) -> None:
+    """A finished run's directory: its resume state deleted (unless ``keep_checkpoint``), its learning curve
+    plotted."""
     if not keep_checkpoint:
         for name in (CHECKPOINT, f".{CHECKPOINT}.old"):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
     if not (out / report.CURVE).is_file():
-        report.plot_learning_curve(out, run.label)
-    return result
+        report.plot_learning_curve(out, label)
 
 
 def execute_all(
@@ -104,11 +124,18 @@ def execute_all(
 ) -> dict[tuple[int, str], dict]:
     """Check every run's settings and (when something is left to train) the data, then train, resume or
     skip each run; returns ``{(seed, run name): result}``. Shared by the study and pairwise drivers."""
-    check_settings(runs)
-    todo = [r for r in runs if not (Path(r.config.output_dir) / RESULT).is_file()]
+    distributed.setup(runs[0].config.device)  # under torchrun: rank 0 alone checks, the others take its answer
+    todo = distributed.main_first(lambda: _check_all(study, runs))
     log.info("%s %s: %d runs over seeds %s (%d to train) → %s", kind, study.source, len(runs),
-             study.seeds, len(todo), study.output_dir)
-    if todo:
-        check_data(study)
+             study.seeds, todo, study.output_dir)
     keep = study.config.keep_checkpoints
     return {(r.seed, r.name): execute(r, study.data_dirs, progress, keep) for r in runs}
+
+
+def _check_all(study: Study, runs: list[Run]) -> int:
+    """Every run's settings, and the data when something is left to train; returns how many runs are."""
+    check_settings(runs)
+    todo = sum(not (Path(r.config.output_dir) / RESULT).is_file() for r in runs)
+    if todo:
+        check_data(study)
+    return todo

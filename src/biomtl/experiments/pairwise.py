@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from biomtl import distributed
 from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError
 from biomtl.experiments import report
@@ -48,7 +49,11 @@ def run_pairwise(
         return {}
     results = execute_all(study, pairwise_runs(study), "pairwise", progress)
     summary = report.summarize_pairwise(study, results)
-    out = study.output_dir
+    distributed.main_first(lambda: _write_pairwise(study.output_dir, summary))  # under torchrun rank 0 alone
+    return summary
+
+
+def _write_pairwise(out: Path, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "pairwise.json", summary)
     report.write_text(out / "pairwise.md", report.pairwise_markdown(summary))
@@ -59,4 +64,3 @@ def run_pairwise(
         f"{', '.join(map(str, summary['seeds']))})",
     )
     log.info("pairwise table: %s", out / "pairwise.md")
-    return summary

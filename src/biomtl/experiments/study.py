@@ -8,7 +8,8 @@ For every seed:
   the paper's MT-BERT-Fine-Tune; the head starts fresh unless ``keep_heads: true``.
 
 Layout: ``<output_dir>/seed<k>/<run>/`` is each run's :func:`~biomtl.train.train` directory (plus its
-``learning_curve.png``); ``<output_dir>/results.{json,md}`` summarise them. Reruns are resumable: a run with
+``learning_curve.png``); ``<output_dir>/results.{json,md}`` summarise them. Under ``torchrun`` every rank
+trains every run and rank 0 alone writes (:mod:`~biomtl.experiments.execute`). Reruns are resumable: a run with
 a ``result.json`` is skipped, one with a checkpoint is resumed, and one trained with other settings is an
 error rather than silently reused (:mod:`~biomtl.experiments.execute`).
 
@@ -20,8 +21,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from biomtl import distributed
 from biomtl.datadirs import DataDirs
-from biomtl.distributed import is_main
 from biomtl.experiments import report
 from biomtl.experiments.execute import execute_all
 from biomtl.experiments.plan import plan_runs, study_runs
@@ -51,10 +52,12 @@ def run_study(
         return {}
     results = execute_all(study, study_runs(study), "study", progress)
     summary = report.summarize_study(study, results)
-    if not is_main():  # under torchrun (biomtl.distributed) rank 0 alone writes
-        return summary
-    study.output_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(study.output_dir / "results.json", summary)
-    report.write_text(study.output_dir / "results.md", report.study_markdown(summary))
-    log.info("results: %s", study.output_dir / "results.md")
+    distributed.main_first(lambda: _write_results(study.output_dir, summary))  # under torchrun rank 0 alone
     return summary
+
+
+def _write_results(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "results.json", summary)
+    report.write_text(out / "results.md", report.study_markdown(summary))
+    log.info("results: %s", out / "results.md")
