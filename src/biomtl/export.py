@@ -1,16 +1,21 @@
 """``biomtl export``: a saved multi-task model as ordinary models other tools load.
 
-* ``hf``: one standard Hugging Face checkpoint per task that has an exact stock equivalent, loaded by plain
-  ``transformers`` with the matching ``AutoModelFor…`` class. An NER head (dropout + linear on every token
-  state) is exactly ``AutoModelForTokenClassification``. Sentence heads (dropout + linear on the [CLS] state
-  or the mean of the tokens) are not: every stock ``…ForSequenceClassification`` of a BERT-family encoder puts
-  a pooler (dense + tanh) or a dense layer between the encoder and the classifier, so such a task is refused
-  with one line, and the export's README says why.
+* ``hf``: one Hugging Face checkpoint per task, loaded by plain ``transformers``, with ``id2label``/``label2id``
+  and a README each. An NER head (dropout + linear on every token state) is exactly
+  ``AutoModelForTokenClassification``. A sentence head (dropout + linear on the [CLS] state or the mean of the
+  tokens: relation / classification, multilabel, cross-encoder regression) has no stock class, since every stock
+  ``…ForSequenceClassification`` of a BERT-family encoder puts a pooler (dense + tanh) or a dense layer
+  first; it is exported with its own small model file (:mod:`biomtl.export_templates.modeling_biomtl`, copied
+  into the folder; it imports only torch and transformers) and loads with
+  ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)``. The bi-encoder
+  similarity head has no weights: it is exported as the encoder (``AutoModel``) with sentence-transformers'
+  files (mean pooling); its score is the cosine.
 * ``onnx``: the encoder and every head as one ONNX graph (dynamic batch and length) for ONNX Runtime:
   inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids``), one output per task, named after it.
 
-Every exported model is checked before the directory appears: its logits on :data:`PARITY_SENTENCES` must
-match PyTorch's within :data:`TOLERANCE`, else nothing is written.
+Every exported model is checked before the directory appears: its logits on :data:`PARITY_SENTENCES` (masked
+for relation tasks, paired for pair tasks) must match PyTorch's within :data:`TOLERANCE`, else nothing is
+written. A Hugging Face checkpoint is checked as users load it, from the folder written.
 
 >>> export_model("runs/mtl/best", "hf", "exported/mtl")  # doctest: +SKIP
 """
@@ -22,6 +27,8 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +36,13 @@ import torch
 from torch import nn
 
 from biomtl.atomic import atomic_dir
+from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError
 from biomtl.model import MultiTaskModel
-from biomtl.tasks.base import pad_inputs
+from biomtl.tasks.base import PooledHead, pad_inputs
+from biomtl.tasks.classification import ClassificationTask
+from biomtl.tasks.multilabel import MultilabelTask
+from biomtl.tasks.regression import CosineHead, RegressionTask
 from biomtl.tasks.tagging import TokenHead
 
 log = logging.getLogger(__name__)
@@ -79,29 +90,52 @@ def export_model(model_dir: str | Path, fmt: str, output: str | Path, overwrite:
 # ----------------------------------------------------------------------------------------------------------
 # Hugging Face: one checkpoint per task
 
+MODELING_FILE = "modeling_biomtl.py"
+SEQUENCE_CONFIG = "BiomtlSequenceClassifierConfig"
+SEQUENCE_MODEL = "BiomtlForSequenceClassification"
+PARITY_ARGUMENTS = [("Naloxone", "clonidine"), ("Cisplatin", "magnesium"), ("Aspirin", "COX-1")]
+"""The two arguments of each of :data:`PARITY_SENTENCES`, replaced by a relation task's masks."""
+PROBLEM_TYPES: dict[type, str] = {
+    ClassificationTask: "single_label_classification",
+    MultilabelTask: "multi_label_classification",
+    RegressionTask: "regression",
+}
+"""Task type → the ``problem_type`` of its pooled head (which loss, and what ``pipeline`` applies to the logits)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One task's checkpoint: how to load it and its max |logit difference| against biomtl."""
+
+    loads_with: str
+    worst: float
+
+
+class NotExportable(Exception):
+    """A head that no Hugging Face checkpoint computes; the message says why."""
+
 
 def export_hf(model: MultiTaskModel, out: Path, source: str) -> list[str]:
-    lines, refused = [], []
+    lines, done, refused = [], {}, {}
     for name, head in model.heads.items():
         exporter = HF_EXPORTS.get(type(head))
-        if exporter is None:
-            why = (
-                f"no stock AutoModelFor… class computes its {type(head).__name__}: biomtl's sentence heads read the "
-                "[CLS] state or the token mean directly, stock sequence classifiers add a pooler or dense layer "
-                "first; use --format onnx"
-            )
-            refused.append((name, why))
-            lines.append(f"{name}: not exported ({why})")
+        try:
+            if exporter is None:
+                raise NotExportable(f"biomtl has no Hugging Face form of its {type(head).__name__}")
+            done[name] = exporter(model, name, out / name, source)
+        except NotExportable as e:
+            refused[name] = str(e)
+            lines.append(f"{name}: not exported ({e}; use --format onnx)")
             continue
-        exporter(model, name, out / name, source)
-        lines.append(f"{name}: {out.name}/{name} (AutoModelForTokenClassification, parity < {TOLERANCE})")
-    if len(refused) == len(model.heads):
-        raise BiomtlError(f"{source}: no task has an exact stock Hugging Face equivalent ({', '.join(model.heads)}); use --format onnx")
-    (out / "README.md").write_text(_hf_index(model, source, refused))
+        lines.append(f"{name}: {name}/ ({done[name].loads_with}; max |logit difference| {done[name].worst:.1e})")
+    if not done:
+        why = "; ".join(f"{t}: {r}" for t, r in refused.items())
+        raise BiomtlError(f"{source}: no task can be exported as a Hugging Face checkpoint ({why}); use --format onnx")
+    (out / "README.md").write_text(_hf_index(model, source, done, refused))
     return lines
 
 
-def export_token_classification(model: MultiTaskModel, task: str, out: Path, source: str) -> None:
+def export_token_classification(model: MultiTaskModel, task: str, out: Path, source: str) -> Exported:
     """An NER head as ``AutoModelForTokenClassification``: the same encoder, ``classifier`` = the head's linear
     layer (both apply dropout, then the linear layer, to every token state)."""
     from transformers import AutoModelForTokenClassification
@@ -126,23 +160,183 @@ def export_token_classification(model: MultiTaskModel, task: str, out: Path, sou
     out.mkdir(parents=True)
     hf.save_pretrained(out)
     model.tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(_task_readme(model, task, source))
+    (out / "README.md").write_text(_token_readme(model, task, source))
     reloaded = AutoModelForTokenClassification.from_pretrained(out).eval()
     batch = parity_batch(model)
     with torch.inference_mode():
         ours = model(task, batch)
         theirs = reloaded(**batch).logits
-    _check_parity(task, ours, theirs, batch["attention_mask"])
+    return Exported("AutoModelForTokenClassification", _check_parity(task, ours, theirs, batch["attention_mask"]))
 
 
-HF_EXPORTS: dict[type[nn.Module], Callable[[MultiTaskModel, str, Path, str], None]] = {
+def export_sequence_classification(model: MultiTaskModel, task: str, out: Path, source: str) -> Exported:
+    """A pooled sentence head (relation / classification, multilabel, cross-encoder regression) as
+    ``BiomtlForSequenceClassification``, the ``transformers`` model of :mod:`biomtl.export_templates.modeling_biomtl`:
+    the same encoder (no pooler), [CLS] or mean pooling as the head, dropout, the head's linear layer. The file
+    is copied into the folder and ``config.json`` maps ``AutoModelForSequenceClassification`` to it, so plain
+    ``transformers`` loads the folder with ``trust_remote_code=True``; the parity check loads it that way."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from biomtl.export_templates import modeling_biomtl
+
+    spec, head = model.specs[task], model.heads[task]
+    problem_type = _problem_type(model, task)
+    labels = _sequence_labels(model, task)
+    thresholds = model.tasks[task].decision().get("thresholds") if problem_type == "multi_label_classification" else None
+    encoder_config: Any = model.encoder.config  # a module attribute, typed Tensor | Module
+    config = modeling_biomtl.BiomtlSequenceClassifierConfig(
+        encoder_config=copy.deepcopy(encoder_config),
+        pooling=getattr(head, "pooling", "cls"),
+        classifier_dropout=model.dropout,
+        thresholds=thresholds,
+        entity_markers=spec.markers or None,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type=problem_type,
+    )
+    config.architectures = [SEQUENCE_MODEL]
+    config.auto_map = {
+        "AutoConfig": f"{Path(MODELING_FILE).stem}.{SEQUENCE_CONFIG}",
+        "AutoModelForSequenceClassification": f"{Path(MODELING_FILE).stem}.{SEQUENCE_MODEL}",
+    }
+    hf = modeling_biomtl.BiomtlForSequenceClassification(config)
+    hf.encoder.load_state_dict(model.encoder.state_dict())
+    linear: Any = getattr(head, "out", None)
+    if not isinstance(linear, nn.Linear) or hf.classifier.weight.shape != linear.weight.shape:
+        raise NotExportable(f"its {type(head).__name__} has no linear layer of {len(labels)} outputs")
+    hf.classifier.load_state_dict(linear.state_dict())
+    out.mkdir(parents=True)
+    hf.eval().save_pretrained(out)
+    _save_tokenizer(model, out)
+    (out / MODELING_FILE).write_text(modeling_source())
+    (out / "README.md").write_text(_sequence_readme(model, task, source, problem_type, labels, thresholds))
+
+    examples = parity_examples(model, task)
+    ours = _biomtl_outputs(model, task, examples)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    texts = [ex.text or "" for ex in examples]
+    pairs = [ex.text_b or "" for ex in examples] if examples[0].text_b is not None else None
+    enc = tokenizer(texts, pairs, padding=True, truncation=True, return_tensors="pt")  # at max_length (_save_tokenizer)
+    with torch.inference_mode():
+        theirs = reloaded(**enc).logits
+    loads_with = "AutoModelForSequenceClassification, trust_remote_code=True"
+    return Exported(loads_with, _check_parity(task, ours, theirs, enc["attention_mask"]))
+
+
+def export_sentence_embedding(model: MultiTaskModel, task: str, out: Path, source: str) -> Exported:
+    """The bi-encoder similarity head (mean-pooled token states of each text, compared by cosine; it has no
+    weights) as the plain encoder, loaded by ``AutoModel``, plus sentence-transformers' files (mean pooling):
+    the score is the cosine of the two texts' mean-pooled states."""
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder: Any = copy.deepcopy(model.encoder)
+    load_kwargs = _encoder_load_kwargs(encoder)
+    out.mkdir(parents=True)
+    encoder.save_pretrained(out)
+    _save_tokenizer(model, out)
+    hidden = encoder.config.hidden_size
+    files = {
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+        "sentence_bert_config.json": {"max_seq_length": model.max_length, "do_lower_case": False, "model_args": load_kwargs},
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+            "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+        "config_sentence_transformers.json": {"similarity_fn_name": "cosine"},
+    }
+    (out / "1_Pooling").mkdir()
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=2) + "\n")
+    (out / "README.md").write_text(_embedding_readme(model, task, source, load_kwargs))
+
+    examples = parity_examples(model, task)
+    ours = _biomtl_outputs(model, task, examples)
+    reloaded = AutoModel.from_pretrained(out, **load_kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+
+    def embed(texts: list[str]) -> torch.Tensor:  # (B, H): the mean of each text's token states
+        enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        states = reloaded(**enc).last_hidden_state  # (B, T, H)
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    with torch.inference_mode():
+        a, b = embed([ex.text or "" for ex in examples]), embed([ex.text_b or "" for ex in examples])
+        theirs = torch.nn.functional.cosine_similarity(a, b, dim=-1).unsqueeze(-1)  # (B, 1)
+    worst = _check_parity(task, ours, theirs, torch.ones_like(theirs))
+    return Exported("AutoModel + mean pooling + cosine, or SentenceTransformer", worst)
+
+
+HF_EXPORTS: dict[type[nn.Module], Callable[[MultiTaskModel, str, Path, str], Exported]] = {
     TokenHead: export_token_classification,
+    PooledHead: export_sequence_classification,
+    CosineHead: export_sentence_embedding,
 }
-"""Head class → the exporter of its exact stock equivalent; a head not listed is refused."""
+"""Head class → the exporter of its Hugging Face form; a head not listed is refused."""
+
+
+def modeling_source() -> str:
+    """The text of ``modeling_biomtl.py`` as shipped in every sentence task's folder."""
+    return resources.files("biomtl.export_templates").joinpath(MODELING_FILE).read_text(encoding="utf-8")
+
+
+def parity_examples(model: MultiTaskModel, task: str) -> list[Example]:
+    """:data:`PARITY_SENTENCES` as inputs of ``task``: with their arguments masked for a relation task (masks
+    of its first two-mask combination), each paired with the next sentence for a pair task."""
+    spec, n = model.specs[task], len(PARITY_SENTENCES)
+    masks = next((option for option in spec.markers if len(option) == 2), spec.markers[0] if spec.markers else [])
+    pair = model.tasks[task].pair_input or "text_b" in spec.columns
+    examples = []
+    for i, (text, arguments) in enumerate(zip(PARITY_SENTENCES, PARITY_ARGUMENTS, strict=True)):
+        for argument, mask in zip(arguments, masks, strict=False):
+            text = text.replace(argument, mask, 1)
+        examples.append(Example(id=str(i), text=text, text_b=PARITY_SENTENCES[(i + 1) % n] if pair else None))
+    return examples
+
+
+def _biomtl_outputs(model: MultiTaskModel, task: str, examples: list[Example]) -> torch.Tensor:
+    """biomtl's logits for ``examples``, encoded and batched by the task type as in training and prediction."""
+    tasktype = model.tasks[task]
+    features = tasktype.encode(examples, model.tokenizer, model.max_length)
+    batch = tasktype.collate(features, model.tokenizer.pad_token_id)
+    with torch.inference_mode():
+        return model(task, batch)
+
+
+def _problem_type(model: MultiTaskModel, task: str) -> str:
+    tasktype = model.tasks[task]
+    problem = next((p for cls, p in PROBLEM_TYPES.items() if isinstance(tasktype, cls)), None)
+    if problem is None:
+        raise NotExportable(f"its task type '{model.specs[task].type}' has no Hugging Face problem_type")
+    return problem
+
+
+def _sequence_labels(model: MultiTaskModel, task: str) -> list[str]:
+    """What each logit means: the declared labels, or ``score`` for a regression's one output."""
+    return list(model.specs[task].labels) or ["score"]
+
+
+def _encoder_load_kwargs(encoder: nn.Module) -> dict[str, Any]:
+    """What ``AutoModel.from_pretrained`` needs to rebuild ``encoder`` as it is: BERT-family encoders build a
+    pooler unless told not to, and biomtl's have none (``pooler`` is ``None``)."""
+    return {"add_pooling_layer": False} if getattr(encoder, "pooler", "absent") is None else {}
+
+
+def _save_tokenizer(model: MultiTaskModel, out: Path) -> None:
+    """The tokenizer, truncating at biomtl's ``max_length`` (``truncation=True``, a pipeline's too) as biomtl did."""
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.model_max_length = model.max_length
+    tokenizer.save_pretrained(out)
 
 
 def _check_parity(task: str, ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor) -> float:
     """Max |logit difference| over the real (unpadded) positions; above :data:`TOLERANCE` is an error."""
+    if ours.shape != theirs.shape:
+        raise BiomtlError(f"{task}: the exported model's logits have shape {list(theirs.shape)}, biomtl's {list(ours.shape)}; nothing written")
     diff = (ours.float() - theirs.float()).abs()
     if diff.dim() == 3:  # token logits: padded positions are not outputs
         diff = diff[mask.bool()]
@@ -152,15 +346,25 @@ def _check_parity(task: str, ours: torch.Tensor, theirs: torch.Tensor, mask: tor
     return worst
 
 
-def _task_readme(model: MultiTaskModel, task: str, source: str) -> str:
+def _about(model: MultiTaskModel, task: str, source: str) -> str:
+    """The lines every task README opens with: where the checkpoint comes from, and its encoder."""
     spec = model.specs[task]
+    return f"""Exported by `biomtl export --format hf` from the multi-task model `{source}` (task `{task}`, one of
+{', '.join(model.specs)}). {spec.description}
+
+- Encoder: `{model.encoder_name or 'all-MiniLM-L6-v2 (embedded default)'}`, fine-tuned jointly on all the tasks above."""
+
+
+def _citation(model: MultiTaskModel, task: str) -> str:
+    citation = model.specs[task].citation
+    return f"\nCitation: {citation}\n" if citation else ""
+
+
+def _token_readme(model: MultiTaskModel, task: str, source: str) -> str:
     tags = model.tasks[task].tags  # type: ignore[attr-defined]
     return f"""# {task}: token classification (NER)
 
-Exported by `biomtl export --format hf` from the multi-task model `{source}` (task `{task}`, one of
-{', '.join(model.specs)}). {spec.description}
-
-- Encoder: `{model.encoder_name or 'all-MiniLM-L6-v2 (embedded default)'}`, fine-tuned jointly on all the tasks above.
+{_about(model, task, source)}
 - Labels (IOB2): {', '.join(tags)}.
 - Head: dropout + linear on every token state, exactly `AutoModelForTokenClassification`'s `classifier`
   (max |logit difference| against biomtl < {TOLERANCE} on real sentences, checked at export).
@@ -174,23 +378,164 @@ tokenizer = AutoTokenizer.from_pretrained("{task}")
 biomtl trains and predicts each word's tag on its **first sub-word**; read the tags there (a
 `pipeline("token-classification", aggregation_strategy="first")` does). biomtl splits text into words with
 `\\w+|[^\\w\\s]` and cuts long sentences into windows of at most {model.max_length} sub-words.
-{('Citation: ' + spec.citation) if spec.citation else ''}
-"""
+{_citation(model, task)}"""
 
 
-def _hf_index(model: MultiTaskModel, source: str, refused: list[tuple[str, str]]) -> str:
-    lines = [f"# Hugging Face export of `{source}`", "", "One checkpoint per task (a folder each):", ""]
-    lines += [f"- `{t}/`" for t in model.heads if t not in dict(refused)]
-    if refused:
-        lines += ["", "Not exported, because no stock `transformers` class computes what the head does:", ""]
-        lines += [f"- `{t}`: {why}." for t, why in refused]
+SEQUENCE_KINDS = {
+    "single_label_classification": "classification (softmax over the labels)",
+    "multi_label_classification": "multilabel classification (a sigmoid per label)",
+    "regression": "regression (one real score)",
+}
+
+
+def _sequence_readme(
+    model: MultiTaskModel, task: str, source: str, problem_type: str, labels: list[str], thresholds: dict[str, float] | None
+) -> str:
+    spec, head = model.specs[task], model.heads[task]
+    pair = model.tasks[task].pair_input or "text_b" in spec.columns
+    kind = ("relation " if spec.markers else "text-pair " if pair else "") + SEQUENCE_KINDS[problem_type]
+    pooled = "the mean of the token states (padding excluded)" if getattr(head, "pooling", "cls") == "mean" else "the [CLS] state"
+    example = parity_examples(model, task)[2]
+    call = f'{{"text": {example.text!r}, "text_pair": {example.text_b!r}}}' if pair else repr(example.text)
+    tokenized = f"{example.text!r}, {example.text_b!r}" if pair else repr(example.text)
+    lines = [f"# {task}: {kind}", "", _about(model, task, source)]
+    if problem_type == "regression":
+        lines.append("- Output: one score (`logits[:, 0]`), trained with mean squared error"
+                     + (f" on gold scores in [{spec.score_range[0]}, {spec.score_range[1]}]." if spec.score_range else "."))
+    else:
+        lines.append(f"- Labels (`config.id2label`): {', '.join(labels)}.")
+    lines += [
+        f"- Head: {pooled} → dropout → linear, with no pooler in between (max |logit difference| against",
+        f"  biomtl < {TOLERANCE} on real sentences, checked at export).",
+        "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline",
+        f'model = AutoModelForSequenceClassification.from_pretrained("{task}", trust_remote_code=True)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{task}", trust_remote_code=True)',
+        f"logits = model(**tokenizer([{tokenized}], truncation=True, return_tensors=\"pt\")).logits",
+        f'classifier = pipeline("text-classification", model="{task}", trust_remote_code=True)',
+        f"classifier({call}, top_k=None, truncation=True)",
+        "```",
+    ]
+    if pair:
+        lines += ["", "Each input is a pair of texts, encoded as one sequence (`[CLS] text [SEP] text_pair [SEP]`)."]
+    if spec.markers:
+        lines += _masks_section(model, task)
+    if thresholds:
+        rows = "\n".join(f"| {label} | {t} |" for label, t in thresholds.items())
         lines += [
             "",
-            "biomtl's sentence heads read the encoder's [CLS] state (or the mean of the tokens) directly. A stock",
-            "BERT `…ForSequenceClassification` passes it through a pooler (dense + tanh) first; exporting the head",
-            "into it would compute something else, and a pooler made to approximate the identity would be a",
-            "numerical trick, not the same model. `biomtl export --format onnx` exports these heads exactly.",
+            "## Decision thresholds",
+            "",
+            "biomtl predicts a label when its sigmoid reaches the label's threshold (`config.thresholds`; training",
+            "chooses them on dev, 0.5 is the default):",
+            "",
+            "| label | threshold |",
+            "|---|---|",
+            rows,
+            "",
+            "```python",
+            "probs = torch.sigmoid(logits)",
+            "predicted = [[label for label, t in model.config.thresholds.items() if row[model.config.label2id[label]] >= t]",
+            "             for row in probs]",
+            "```",
         ]
+    n_lines = len(modeling_source().splitlines())
+    lines += [
+        "",
+        "## Why `trust_remote_code=True`",
+        "",
+        "No stock `transformers` class computes this head: every BERT-family `…ForSequenceClassification` puts a",
+        "pooler (dense + tanh) or a dense layer between the encoder and the classifier, and biomtl's head has none.",
+        f"`{MODELING_FILE}` ({n_lines} lines, in this folder; it imports only torch and transformers) defines",
+        f"`{SEQUENCE_MODEL}`: `AutoModel` built from `config.encoder_config`, the pooling above, dropout and a",
+        "linear classifier; `config.json`'s `auto_map` points `AutoConfig` and `AutoModelForSequenceClassification`",
+        "to it. Read it before you trust it. With `labels` the model also returns the loss of `config.problem_type`.",
+    ]
+    return "\n".join(lines) + "\n" + _citation(model, task)
+
+
+def _masks_section(model: MultiTaskModel, task: str) -> list[str]:
+    """A relation task README's section on its input: the arguments masked as in training."""
+    spec = model.specs[task]
+    options = " or ".join(" + ".join(f"`{m}`" for m in option) for option in spec.markers)
+    first = spec.markers[0]
+    order = (f" ({', '.join(f'`{m}` = {a}' for m, a in zip(first, spec.arguments, strict=False))})" if spec.arguments else "")
+    lines = [
+        "",
+        "## Input: the two arguments masked",
+        "",
+        "As in training, each candidate pair is one sentence in which the two argument mentions are replaced, span",
+        f"and all, by plain-text masks: one of the combinations {options}{order} per sentence, nothing else masked.",
+        f"For example `{PARITY_SENTENCES[2]}` with the pair ({PARITY_ARGUMENTS[2][0]}, {PARITY_ARGUMENTS[2][1]})",
+        f"becomes `{parity_examples(model, task)[2].text}`.",
+    ]
+    if any(len(option) == 1 for option in spec.markers):
+        one = next(option[0] for option in spec.markers if len(option) == 1)
+        lines += [f"Two mentions that overlap or touch become the one mask `{one}` (covering both spans)."]
+    lines += ["The masks are not special tokens: the tokenizer splits them (`@`, word pieces, `$`) as it did in training."]
+    return lines
+
+
+def _embedding_readme(model: MultiTaskModel, task: str, source: str, load_kwargs: dict[str, Any]) -> str:
+    spec = model.specs[task]
+    kwargs = "".join(f", {k}={v!r}" for k, v in load_kwargs.items())
+    mapping = (
+        f"biomtl reports the cosine and a score mapped onto [{spec.score_range[0]}, {spec.score_range[1]}]:\n"
+        f"  `score = {spec.score_range[0]} + clip(cosine, 0, 1) * ({spec.score_range[1]} - {spec.score_range[0]})`."
+        if spec.score_range else "biomtl's score is the cosine."
+    )
+    a, b = PARITY_SENTENCES[0], PARITY_SENTENCES[1]
+    return f"""# {task}: sentence similarity (bi-encoder)
+
+{_about(model, task, source)}
+- Head: none. Each text is encoded alone, its token states are mean-pooled (padding excluded), and the
+  similarity is the cosine of the two vectors (max |cosine difference| against biomtl < {TOLERANCE} on real
+  sentence pairs, checked at export).
+- {mapping}
+
+```python
+import torch
+from transformers import AutoModel, AutoTokenizer
+model = AutoModel.from_pretrained("{task}"{kwargs})
+tokenizer = AutoTokenizer.from_pretrained("{task}")
+
+def embed(texts):
+    enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    states = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+cosine = torch.nn.functional.cosine_similarity(embed([{a!r}]), embed([{b!r}]))
+```
+
+The folder is also a sentence-transformers model (`modules.json`: Transformer, then mean pooling):
+
+```python
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer("{task}")
+embeddings = model.encode([{a!r}, {b!r}])
+cosine = model.similarity(embeddings[:1], embeddings[1:])
+```
+{_citation(model, task)}"""
+
+
+def _hf_index(model: MultiTaskModel, source: str, done: dict[str, Exported], refused: dict[str, str]) -> str:
+    lines = [f"# Hugging Face export of `{source}`", "", "One checkpoint per task (a folder each, with its own README):", ""]
+    lines += ["| folder | task type | loads with |", "|---|---|---|"]
+    lines += [f"| `{t}/` | {model.specs[t].type} | {e.loads_with} |" for t, e in done.items()]
+    if any(e.loads_with.startswith("AutoModelForSequenceClassification") for e in done.values()):
+        lines += [
+            "",
+            "Sentence heads (dropout + linear on the [CLS] state or the mean of the tokens) have no stock",
+            "`transformers` class: every stock BERT-family `…ForSequenceClassification` adds a pooler (dense + tanh)",
+            f"first. Their folders ship `{MODELING_FILE}` (imports only torch and transformers), loaded with",
+            "`trust_remote_code=True`.",
+        ]
+    if refused:
+        lines += ["", "Not exported (`biomtl export --format onnx` exports every head that scores inputs on their own):", ""]
+        lines += [f"- `{t}`: {why}." for t, why in refused.items()]
     return "\n".join(lines) + "\n"
 
 
