@@ -1,10 +1,15 @@
 """Speed of ``biomtl annotate`` on ChemProt test abstracts (issue 12): all heads against one NER head and
 against stock ``transformers`` pipelines doing the same work with the same weights.
 
-The lead's measurement (an idle machine, 2 cores; the model from ``benchmarks/e2e_chemprot.py``):
+The measurement for BENCHMARKS.md (an idle machine, 2 cores; the model that ``benchmarks/e2e_chemprot.py``
+trained), over all 800 test abstracts:
 
     python benchmarks/annotate_speed.py --corpora ../shared/data --model /tmp/e2e-run/model/best \\
-        --threads 2 --repeats 3 --json-out /tmp/e2e-run/annotate-speed.json
+        --threads 2 --repeats 1 --json-out /tmp/e2e-run/annotate-speed.json
+
+Expect one to two hours, nearly all of it in the stock pipelines at ``batch_size`` 1 (on the shared development
+machine the token-classification pipeline took about 0.35 s a sentence at batch 1, 0.02 s at batch 20); with
+``--abstracts 100 --repeats 3``, under an hour.
 
 The texts are the official ChemProt test abstracts (``title + " " + abstract``, one passage each; all 800, or
 the first ``--abstracts`` in PMID order), read raw: no input annotation. Each row is the median of
