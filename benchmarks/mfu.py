@@ -70,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prepared", default=None, help="prepared task files (else $BIOMTL_DATA)")
     p.add_argument("--json-out", default=None)
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="after timing, profile --trace-steps more steps (torch.profiler) and write the operator "
+                        "table here: where a step's time goes, on the host and on the device")
+    p.add_argument("--trace-steps", type=int, default=5)
     return p.parse_args(argv)
 
 
@@ -118,6 +122,27 @@ def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tupl
     return None, f"unknown for {name} (pass --peak-tflops)"
 
 
+def write_trace(path: Path, device: torch.device, step: Any, batches: list[Any]) -> None:
+    """Profile ``step`` over ``batches`` and write the operator table, most expensive first, with the host's
+    and the device's busy time per step: a step whose host time exceeds its device time is launch-bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with Timer(device) as timer:
+            for feats in batches:
+                step(feats)
+    events = prof.key_averages()
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    host_us = sum(e.self_cpu_time_total for e in events)
+    device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    n = max(1, len(batches))
+    head = (f"{n} steps, {1000 * timer.seconds / n:.1f} ms per step (wall, under the profiler); busy per step: "
+            f"host {host_us / 1000 / n:.1f} ms, device {device_us / 1000 / n:.1f} ms\n\n")
+    path.write_text(head + events.table(sort_by=sort, row_limit=40) + "\n")
+    print(f"trace: {path} ({head.strip()})")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from biomtl.config import DatasetSpec, MetricSpec, RunConfig
     from biomtl.data.sampler import TaskBatchSampler
@@ -143,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The batches of the run: the sampler's schedule over the six tasks' lengths, random ids and tags.
     sampler = TaskBatchSampler(lengths, args.batch_size, args.sampling, args.seed)
     rng = np.random.default_rng(args.seed)
-    total = args.warmup_steps + args.steps
+    total = args.warmup_steps + args.steps + (args.trace_steps if args.trace else 0)
     schedule: list[tuple[str, list[int]]] = []
     epoch = 0
     while len(schedule) < total:
@@ -178,14 +203,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for feats in batches[: args.warmup_steps]:
             step(feats)
     reset_peak_memory(device)
+    timed = batches[args.warmup_steps : args.warmup_steps + args.steps]
     with Timer(device) as timer:
-        for feats in batches[args.warmup_steps :]:
+        for feats in timed:
             step(feats)
     if not torch.isfinite(loss_sum):
         raise RuntimeError("non-finite loss")
     peak_mem, peak_kind = peak_memory_mib(device)
+    if args.trace:
+        write_trace(Path(args.trace), device, step, batches[args.warmup_steps + args.steps :])
 
-    timed = batches[args.warmup_steps :]
     real = [len(f["input_ids"]) for feats in timed for f in feats]
     padded = sum(len(feats) * max(len(f["input_ids"]) for f in feats) for feats in timed)
     flops = model_flops(real, n_params, cfg.num_hidden_layers, cfg.hidden_size)
