@@ -128,6 +128,24 @@ def toy_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_toy_tasks(tmp_path_factory.mktemp("toy-tasks"))
 
 
+@pytest.fixture(scope="session")
+def long_sts(toy_tasks: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """toy-sts with every test sentence said twice (12 sub-words with [CLS] and [SEP]): a max length of 8
+    cuts them."""
+    root = tmp_path_factory.mktemp("long-sts")
+    source = toy_tasks["toy-sts"]
+    test = next(line.split(": ", 1)[1] for line in source.read_text().splitlines() if line.startswith("  test: "))
+    header, *rows = Path(test).read_text().splitlines()
+    doubled = []
+    for row in rows:
+        index, a, b, score = row.split("\t")
+        doubled.append(f"{index}\t{a} {a}\t{b} {b}\t{score}")
+    (root / "sts.test.tsv").write_text("\n".join([header, *doubled]) + "\n")
+    config = root / "toy-sts.yaml"
+    config.write_text(source.read_text().replace(test, str(root / "sts.test.tsv")))
+    return config
+
+
 @pytest.fixture
 def run_config(tiny_encoder: str, toy_tasks: dict[str, Path], tmp_path: Path):
     """A factory for fast RunConfigs on the tiny encoder."""

@@ -57,6 +57,18 @@ def test_an_encoder_is_scored_zero_shot_on_similarity(tiny_encoder, toy_tasks, c
     assert again.scores == pytest.approx(row["scores"])
 
 
+def test_zero_shot_takes_a_max_length_and_a_precision(tiny_encoder, long_sts, capsys):
+    """What a study's zero-shot column passes: its runs' max length (8 cuts these sentences) and precision."""
+    sts = str(long_sts)
+    code, out, err = _run(["evaluate", tiny_encoder, "--task", sts, "--split", "test", "--max-length", "8",
+                           "--precision", "fp32"], capsys)
+    assert code == 0 and not err
+    (row,) = map(json.loads, out)
+    (short,) = evaluate(tiny_encoder, sts, "test", max_length=8, precision="fp32")
+    (default,) = evaluate(tiny_encoder, sts, "test")
+    assert row["scores"] == pytest.approx(short.scores) and short.scores["pearson"] != default.scores["pearson"]
+
+
 @pytest.mark.slow
 def test_the_embedded_encoder_zero_shot_on_biosses(prepared_dir):
     """The figure of issue 10: BIOSSES with no training, test Pearson 84.7 and dev 73.0."""
@@ -76,6 +88,10 @@ def test_bad_inputs_give_one_line_and_exit_2(trained, tiny_encoder, toy_tasks, t
         (["evaluate", str(best), "--split", "train"], "--split: expected one of dev, test, got 'train'"),
         (["evaluate", str(best), "--task", "toy-ner"], "--task: the model has no task 'toy-ner' (it has toy-sts, toy-rel)"),
         (["evaluate", str(best), "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["evaluate", tiny_encoder, "--task", sts, "--max-length", "4"], "--max-length: must be >= 8, got 4"),
+        (["evaluate", str(best), "--max-length", "64"],
+         f"--max-length: {best} is a model directory; it keeps the max length it was trained with"),
+        (["evaluate", tiny_encoder, "--task", sts, "--precision", "fp8"], None),
         (["evaluate", tiny_encoder], f"--task: {tiny_encoder} is an encoder, not a biomtl model directory; name the task to score it on"),
         (["evaluate", tiny_encoder, "--task", hoc],
          "--task toy-hoc: a multilabel task has no zero-shot score (an untrained head is random); train a model and evaluate its directory"),
@@ -93,7 +109,7 @@ def test_bad_inputs_give_one_line_and_exit_2(trained, tiny_encoder, toy_tasks, t
         if message is not None:
             assert err[0] == f"biomtl: error: {message}", argv
         else:
-            assert "missing.test.tsv" in err[0], err
+            assert "missing.test.tsv" in err[0] or "'fp8'" in err[0], err
 
 
 def test_help_describes_the_command(capsys):

@@ -13,6 +13,7 @@ import yaml
 
 from biomtl import metrics
 from biomtl.data.readers import read_split
+from biomtl.evaluate import evaluate
 from biomtl.experiments.bootstrap import PairedTask, paired_interval
 from biomtl.experiments.report import study_markdown, summarize_study
 from biomtl.experiments.schema import load_study, run_name
@@ -154,12 +155,14 @@ def _predict(task: str, examples: list, rng: random.Random, skill: float) -> lis
     return [TaggedWords(t, [1.0] * len(t)) for t in tags]
 
 
-def _fake_study(root: Path, toy_tasks: dict[str, Path], encoder: str, tasks: list[str], predictions: bool):
+def _fake_study(root: Path, toy_tasks: dict[str, Path], encoder: str, tasks: list[str], predictions: bool,
+                max_length: int = 32):
     """A 2-seed study whose runs exist only as ``result.json`` (and test predictions): no training."""
     config = root / "study.yaml"
     config.write_text(yaml.safe_dump({
         "tasks": [str(toy_tasks[t]) for t in tasks], "output_dir": str(root / "out"), "seeds": 2,
-        "base": {"encoder": encoder, "device": "cpu", "eval_batch_size": 32, "max_length": 32},
+        "base": {"encoder": encoder, "device": "cpu", "eval_batch_size": 32, "max_length": max_length,
+                 "precision": "fp32"},
     }))
     study = load_study(config)
     rng = random.Random(0)
@@ -210,6 +213,18 @@ def test_table_has_zero_shot_per_seed_deltas_and_interval(tmp_path, toy_tasks, t
     assert average.endswith(f"[{boot['average']['low'] * 100:+.1f}, {boot['average']['high'] * 100:+.1f}] |")
     assert "toy-hoc: abstracts" in md and "1000 replicates" in md
     assert md.count("| **Average** |") == 2
+
+
+def test_zero_shot_scores_inputs_as_the_study_does(tmp_path, toy_tasks, long_sts, tiny_encoder):
+    """The zero-shot column truncates at the study's max_length (here 8 sub-words, which cuts these
+    sentences) in the study's precision, as its runs do: not at `biomtl evaluate`'s defaults."""
+    tasks = {**toy_tasks, "toy-sts": long_sts}
+    study, results = _fake_study(tmp_path, tasks, tiny_encoder, ["toy-sts"], False, max_length=8)
+    zero_shot = summarize_study(study, results)["zero_shot"]["toy-sts"]
+    sts = str(long_sts)
+    (same,) = evaluate(tiny_encoder, sts, "test", max_length=8, precision="fp32")
+    (default,) = evaluate(tiny_encoder, sts, "test")
+    assert zero_shot == same.scores["pearson"] != default.scores["pearson"]
 
 
 def test_without_predictions_or_similarity_the_table_says_so(tmp_path, toy_tasks, tiny_encoder):

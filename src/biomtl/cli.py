@@ -193,7 +193,8 @@ def _print_result(result: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from biomtl.evaluate import evaluate
 
-    for result in evaluate(args.source, args.task, args.split, _data_dirs(args), args.batch_size, args.device):
+    for result in evaluate(args.source, args.task, args.split, _data_dirs(args), args.batch_size, args.device,
+                           precision=args.precision, max_length=args.max_length):
         print(json.dumps(result.to_json()))
     return 0
 
@@ -485,6 +486,10 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--split", default="dev", help="dev (default) or test")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="auto",
+                   help="auto (default: bf16 where the device computes it natively, else fp32), fp32, bf16, fp16")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="an encoder's max input length in sub-words (default 128); a model directory keeps its own")
     _data_flags(p)
     p.set_defaults(func=cmd_evaluate)
 

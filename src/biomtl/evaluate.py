@@ -73,7 +73,9 @@ def has_zero_shot(spec: DatasetSpec) -> bool:
     return not any(True for _ in make_task(spec, ZERO_SHOT).build_head(8, ZERO_SHOT).parameters())
 
 
-def zero_shot_model(encoder: str, task: str, data_dirs: DataDirs | None = None) -> MultiTaskModel:
+def zero_shot_model(
+    encoder: str, task: str, data_dirs: DataDirs | None = None, max_length: int = DEFAULT_MAX_LENGTH
+) -> MultiTaskModel:
     """``encoder`` (a HF name or path; ``default``: the embedded one) with the head of ``task`` that has no
     weights; a one-line error where the task's type has none."""
     spec = load_dataset_spec(task, data_dirs)
@@ -87,7 +89,7 @@ def zero_shot_model(encoder: str, task: str, data_dirs: DataDirs | None = None) 
         raise BiomtlError(f"{encoder}: neither a biomtl model directory (no {MANIFEST}) nor an encoder (no config.json)")
     return MultiTaskModel.from_encoder(
         None if encoder == "default" else encoder, {spec.name: spec}, similarity=ZERO_SHOT.similarity,
-        max_length=DEFAULT_MAX_LENGTH,
+        max_length=max_length,
     )
 
 
@@ -99,25 +101,33 @@ def evaluate(
     batch_size: int = 128,
     device: str = "cpu",
     limit: int | None = None,
+    precision: str = "auto",
+    max_length: int | None = None,
 ) -> list[Evaluation]:
     """Scores of a model directory's tasks (``task``: only that one), or of an encoder zero-shot on ``task``.
 
     A model directory is scored with the decision rules it stores (e.g. thresholds chosen on dev); nothing is
     tuned here. ``data_dirs`` says where the tasks' files are (default: the environment's directories).
     ``limit`` scores the seeded subset of that many examples that a run capped by ``max_eval_examples`` scores.
+    ``precision`` is a run's (``auto``: bf16 where the device computes it natively); ``max_length`` truncates
+    an encoder's inputs (default 128); a model directory keeps the max length it was trained with.
     """
     data_dirs = data_dirs or DataDirs.from_env()
     if split not in EVAL_SPLITS:
         raise BiomtlError(f"--split: expected one of {', '.join(EVAL_SPLITS)}, got '{split}'")
     if batch_size < 1:
         raise BiomtlError(f"--batch-size: must be >= 1, got {batch_size}")
+    if max_length is not None and max_length < 8:
+        raise BiomtlError(f"--max-length: must be >= 8, got {max_length}")
     zero_shot = not is_model_dir(source)
     if zero_shot:
         if task is None:
             raise BiomtlError(f"--task: {source} is an encoder, not a biomtl model directory; name the task to score it on")
-        model = zero_shot_model(source, task, data_dirs)
+        model = zero_shot_model(source, task, data_dirs, max_length or DEFAULT_MAX_LENGTH)
         tasks = list(model.specs)
     else:
+        if max_length is not None:
+            raise BiomtlError(f"--max-length: {source} is a model directory; it keeps the max length it was trained with")
         model = MultiTaskModel.load(source)
         if task is not None and task not in model.specs:
             raise BiomtlError(f"--task: the model has no task '{task}' (it has {', '.join(model.specs)})")
@@ -127,7 +137,7 @@ def evaluate(
             raise BiomtlError(f"--split: task {name} has no {split} split")
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    dtype = autocast_dtype("auto", torch_device)
+    dtype = autocast_dtype(precision, torch_device)
     results = []
     for name in tasks:
         examples = read_split(with_files(model.specs[name], data_dirs), split, limit=limit)

@@ -133,8 +133,8 @@ def summarize_study(study: Study, results: dict[tuple[int, str], dict]) -> dict:
 
 def zero_shot_scores(study: Study) -> dict[str, float]:
     """The test main metric of the study's encoder, untrained, on each task that has a zero-shot score
-    (sentence similarity: :func:`biomtl.evaluate.evaluate`), on the test examples its ST runs score. It needs
-    no seed: computed once per study."""
+    (sentence similarity: :func:`biomtl.evaluate.evaluate`), on the test examples its ST runs score, with
+    their max length and precision. It needs no seed: computed once per study."""
     scores = {}
     for task, entry in study.tasks.items():
         spec = load_dataset_spec(entry, study.data_dirs)
@@ -143,7 +143,8 @@ def zero_shot_scores(study: Study) -> dict[str, float]:
         config = study.run("st", [task], study.seeds[0], st_name(task)).config
         (result,) = evaluate(
             config.encoder or "default", entry, "test", study.data_dirs, config.eval_batch_size, config.device,
-            limit=config.max_eval_examples if config.cap_test else None,
+            limit=config.max_eval_examples if config.cap_test else None, precision=config.precision,
+            max_length=config.max_length,
         )
         scores[task] = result.scores[result.main_metric]
     return scores

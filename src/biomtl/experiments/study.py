@@ -51,13 +51,13 @@ def run_study(
         print(plan_runs(study, study_runs(study)), end="")
         return {}
     results = execute_all(study, study_runs(study), "study", progress)
-    summary = report.summarize_study(study, results)
-    distributed.main_first(lambda: _write_results(study.output_dir, summary))  # under torchrun rank 0 alone
-    return summary
+    # under torchrun rank 0 alone scores the zero-shot encoder, bootstraps and writes; the others get its summary
+    return distributed.main_first(lambda: _write_results(study.output_dir, report.summarize_study(study, results)))
 
 
-def _write_results(out: Path, summary: dict) -> None:
+def _write_results(out: Path, summary: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "results.json", summary)
     report.write_text(out / "results.md", report.study_markdown(summary))
     log.info("results: %s", out / "results.md")
+    return summary
