@@ -560,15 +560,7 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
     async def similarity(request: SimilarityRequest) -> dict[str, Any]:
         """The similarity score of each pair of texts, from a regression task (``task``, else the model's
         only one)."""
-        candidates = similarity_tasks(predictor)
-        task = request.task
-        if task is None:
-            if len(candidates) != 1:
-                have = f"it has {', '.join(candidates)}" if candidates else "it has none"
-                raise RequestError(404 if not candidates else 400, f"task: name the similarity (regression) task ({have})")
-            task = candidates[0]
-        elif task not in candidates:
-            raise RequestError(404, f"task: '{task}' is not a similarity (regression) task of the model (it has {', '.join(candidates) or 'none'})")
+        task = similarity_task(predictor, request.task)
         check_limits(options, len(request.pairs), sum(len(a) + len(b) for a, b in request.pairs))
         inputs = [{"text": a, "text_b": b} for a, b in request.pairs]
         rows = await batcher.submit(("predict", task), inputs, len(inputs))
@@ -598,31 +590,61 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
         text (one document per line), PubTator, BioC XML/JSON or JSONL (``input_format=``, else from the
         media type and content), or JSON: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [{"id",
         "text", "entities"}]}``. The answer is in ``format=`` (default: the input's)."""
-        body = await request.body()
-        fmt = body_format(input_format, request.headers.get("content-type", ""), body)
-        out = format or fmt
-        if out not in (*FORMATS, JSON_API):
-            raise RequestError(400, f"format: unknown format '{out}'; choose {', '.join((*FORMATS, JSON_API))}")
-        raw = json_api_documents(parse_json(body)) if fmt == JSON_API else body
-        collection, _ = read_documents(Path("request"), "jsonl" if fmt == JSON_API else fmt, raw)
+        job, out = annotate_job(await request.body(), request.headers.get("content-type", ""), input_format, format,
+                                tasks, keep_input_entities, model.specs, options)
+        collection, names, keep = job.collection, job.tasks, job.keep
         docs = collection.documents
-        check_limits(options, len(docs), sum(len(p.text) for d in docs for p in d.passages))
-        keep = frozenset({ALL} if keep_input_entities == ALL else (t for t in (keep_input_entities or "").split(",") if t))
-        names = [t for t in tasks.split(",") if t] if tasks else None
-        for name in names or []:
-            if name not in model.specs:
-                raise RequestError(404, f"tasks: unknown task '{name}' (the model has {', '.join(model.specs)})")
         # Requests are combined only when they would be planned alike: same heads, same kept types and the
         # same entity types in the input (relation arguments may come from the input's annotations).
         input_types = frozenset(m.type for d in docs for m in d.mentions)
         key = ("annotate", tuple(names or ()), keep, input_types)
-        result = await batcher.submit(key, AnnotateJob(collection, names, keep), len(docs)) if docs else collection
+        result = await batcher.submit(key, job, len(docs)) if docs else collection
         if out == JSON_API:
             rows = [json.loads(line) for line in split_lines(write_documents(result, "jsonl"))]
             return JSONResponse({"documents": rows})
         return Response(write_documents(result, out), media_type=MEDIA_TYPES[out])
 
     return router
+
+
+def similarity_task(predictor: Predictor, task: str | None) -> str:
+    """The regression task that ``/similarity`` scores with: ``task``, else the model's only one."""
+    candidates = similarity_tasks(predictor)
+    if task is None:
+        if len(candidates) != 1:
+            have = f"it has {', '.join(candidates)}" if candidates else "it has none"
+            raise RequestError(404 if not candidates else 400, f"task: name the similarity (regression) task ({have})")
+        return candidates[0]
+    if task not in candidates:
+        raise RequestError(404, f"task: '{task}' is not a similarity (regression) task of the model (it has {', '.join(candidates) or 'none'})")
+    return task
+
+
+def annotate_job(
+    body: bytes,
+    content_type: str,
+    input_format: str | None,
+    format: str | None,
+    tasks: str | None,
+    keep_input_entities: str | None,
+    specs: dict[str, Any],
+    options: ServeOptions,
+) -> tuple[AnnotateJob, str]:
+    """An ``/annotate`` request read and checked (format, limits, task names): the job and the answer's format."""
+    fmt = body_format(input_format, content_type, body)
+    out = format or fmt
+    if out not in (*FORMATS, JSON_API):
+        raise RequestError(400, f"format: unknown format '{out}'; choose {', '.join((*FORMATS, JSON_API))}")
+    raw = json_api_documents(parse_json(body)) if fmt == JSON_API else body
+    collection, _ = read_documents(Path("request"), "jsonl" if fmt == JSON_API else fmt, raw)
+    docs = collection.documents
+    check_limits(options, len(docs), sum(len(p.text) for d in docs for p in d.passages))
+    keep = frozenset({ALL} if keep_input_entities == ALL else (t for t in (keep_input_entities or "").split(",") if t))
+    names = [t for t in tasks.split(",") if t] if tasks else None
+    for name in names or []:
+        if name not in specs:
+            raise RequestError(404, f"tasks: unknown task '{name}' (the model has {', '.join(specs)})")
+    return AnnotateJob(collection, names, keep), out
 
 
 def _chars(item: Any) -> int:
