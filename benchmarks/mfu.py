@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after timing, profile --trace-steps more steps (torch.profiler) and write the operator "
                         "table here: where a step's time goes, on the host and on the device")
     p.add_argument("--trace-steps", type=int, default=5)
+    p.add_argument("--sdpa", default="auto", choices=["auto", "efficient", "cudnn", "math"],
+                   help="restrict scaled_dot_product_attention to one backend (torch.nn.attention.sdpa_kernel); "
+                        "auto lets torch choose, as training does")
     return p.parse_args(argv)
 
 
@@ -120,6 +123,18 @@ def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tupl
             peak = bf16_peak if bf16 else fp32_peak
             return peak, f"{peak / 1e12:g} TFLOP/s ({fragment} {'bf16' if bf16 else 'fp32'} dense)"
     return None, f"unknown for {name} (pass --peak-tflops)"
+
+
+def sdpa_backend(name: str) -> Any:
+    """A context that restricts SDPA to one backend; ``auto`` changes nothing."""
+    import contextlib
+
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    return sdpa_kernel([backend[name]])
 
 
 def write_trace(path: Path, device: torch.device, step: Any, batches: list[Any]) -> None:
@@ -199,19 +214,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss_sum += train_step(model, "tagger", batch, optimizer, scheduler, grad_clip=config.grad_clip, dtype=dtype,
                                forward=forward)
 
-    with Timer(device) as warm:
+    with sdpa_backend(args.sdpa), Timer(device) as warm:
         for feats in batches[: args.warmup_steps]:
             step(feats)
     reset_peak_memory(device)
     timed = batches[args.warmup_steps : args.warmup_steps + args.steps]
-    with Timer(device) as timer:
+    with sdpa_backend(args.sdpa), Timer(device) as timer:
         for feats in timed:
             step(feats)
     if not torch.isfinite(loss_sum):
         raise RuntimeError("non-finite loss")
     peak_mem, peak_kind = peak_memory_mib(device)
     if args.trace:
-        write_trace(Path(args.trace), device, step, batches[args.warmup_steps + args.steps :])
+        with sdpa_backend(args.sdpa):
+            write_trace(Path(args.trace), device, step, batches[args.warmup_steps + args.steps :])
 
     real = [len(f["input_ids"]) for feats in timed for f in feats]
     padded = sum(len(feats) * max(len(f["input_ids"]) for f in feats) for feats in timed)
@@ -223,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": "bf16" if args.bf16 else "fp32",
         "compile": args.compile,
+        "sdpa": args.sdpa,
         "batch_size": args.batch_size,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
@@ -262,9 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     tflops = r["achieved_tflops"]
     achieved = f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{1000 * tflops:.1f} GFLOP/s"
     print(markdown_table(
-        ["device", "precision", "compile", "batch", "steps", "step ms", "real tokens/s", "padding eff.",
+        ["device", "precision", "compile", "sdpa", "batch", "steps", "step ms", "real tokens/s", "padding eff.",
          "achieved", "peak", "MFU (real tokens)", "peak MiB"],
-        [[r["device"], r["precision"], r["compile"], r["batch_size"], r["steps"], r["step_ms"],
+        [[r["device"], r["precision"], r["compile"], r["sdpa"], r["batch_size"], r["steps"], r["step_ms"],
           r["real_tokens_per_s"], r["padding_efficiency"], achieved, r["peak"], mfu,
           r["peak_memory_mib"]]],
     ))
