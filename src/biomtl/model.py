@@ -294,45 +294,54 @@ class MultiTaskModel(nn.Module):
             )
         except (BiomtlError, KeyError, TypeError, ValueError) as e:  # a task spec its type cannot build a head from
             raise ModelDirError(f"{directory / MANIFEST}: cannot rebuild the model ({_first_line(e)})") from None
-        decisions = desc.get("decisions", {})
-        if not isinstance(decisions, dict):
-            raise ModelDirError(f"{directory / MANIFEST}: decisions: expected a mapping from task to decision rule")
-        for name, rule in decisions.items():
-            try:
-                if name not in model.tasks or not isinstance(rule, dict):
-                    raise ValueError("expected the decision rule of one of the model's tasks")
-                model.tasks[name].set_decision(rule)
-            except ValueError as e:
-                raise ModelDirError(f"{directory / MANIFEST}: decisions.{name}: {_first_line(e)}") from None
-        try:
-            state = load_file(directory / WEIGHTS)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({_first_line(e)})") from None
-        for key, param in model.state_dict().items():
-            if key in state and state[key].shape != param.shape:
-                raise ModelDirError(
-                    f"{directory / WEIGHTS}: weights do not match {MANIFEST} ({key} has shape "
-                    f"{list(state[key].shape)}, {MANIFEST} needs {list(param.shape)})"
-                )
-            if key in state and state[key].dtype != param.dtype:
-                raise ModelDirError(
-                    f"{directory / WEIGHTS}: {key} is {_dtype_name(state[key])}, but biomtl saves and loads "
-                    f"{_dtype_name(param)} weights (a converted or damaged file?)"
-                )
-        bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-        if bad is not None:
-            raise ModelDirError(
-                f"{directory / WEIGHTS}: {bad} holds NaN or infinite values (a diverged or damaged model); "
-                "it would predict nothing useful"
-            )
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ModelDirError(
-                f"{directory / WEIGHTS}: weights do not match {MANIFEST} "
-                f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)}, "
-                f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})"
-            )
+        _set_decisions(model, desc.get("decisions", {}), directory)
+        _load_weights(model, directory)
         return model.to(device).eval()
+
+
+def _set_decisions(model: MultiTaskModel, decisions: Any, directory: Path) -> None:
+    """The decision rules chosen on dev (``biomtl.json``: ``decisions``), each checked by its task."""
+    if not isinstance(decisions, dict):
+        raise ModelDirError(f"{directory / MANIFEST}: decisions: expected a mapping from task to decision rule")
+    for name, rule in decisions.items():
+        try:
+            if name not in model.tasks or not isinstance(rule, dict):
+                raise ValueError("expected the decision rule of one of the model's tasks")
+            model.tasks[name].set_decision(rule)
+        except ValueError as e:
+            raise ModelDirError(f"{directory / MANIFEST}: decisions.{name}: {_first_line(e)}") from None
+
+
+def _load_weights(model: MultiTaskModel, directory: Path) -> None:
+    """``model.safetensors`` into ``model``: every shape, dtype and value checked first, nothing missing or extra."""
+    try:
+        state = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelDirError(f"{directory / WEIGHTS}: corrupted weights file ({_first_line(e)})") from None
+    for key, param in model.state_dict().items():
+        if key in state and state[key].shape != param.shape:
+            raise ModelDirError(
+                f"{directory / WEIGHTS}: weights do not match {MANIFEST} ({key} has shape "
+                f"{list(state[key].shape)}, {MANIFEST} needs {list(param.shape)})"
+            )
+        if key in state and state[key].dtype != param.dtype:
+            raise ModelDirError(
+                f"{directory / WEIGHTS}: {key} is {_dtype_name(state[key])}, but biomtl saves and loads "
+                f"{_dtype_name(param)} weights (a converted or damaged file?)"
+            )
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ModelDirError(
+            f"{directory / WEIGHTS}: {bad} holds NaN or infinite values (a diverged or damaged model); "
+            "it would predict nothing useful"
+        )
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelDirError(
+            f"{directory / WEIGHTS}: weights do not match {MANIFEST} "
+            f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)}, "
+            f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})"
+        )
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:
