@@ -213,6 +213,12 @@ def test_table_has_zero_shot_per_seed_deltas_and_interval(tmp_path, toy_tasks, t
     assert average.endswith(f"[{boot['average']['low'] * 100:+.1f}, {boot['average']['high'] * 100:+.1f}] |")
     assert "toy-hoc: abstracts" in md and "1000 replicates" in md
     assert md.count("| **Average** |") == 2
+    assert "Every run selected a trained epoch (none kept epoch 0)." in md
+
+    summary["runs"]["seed2/st-toy-hoc"]["best_epoch"] = 0  # nothing beat the untrained head on dev
+    md = study_markdown(summary)
+    assert f"1 of {len(summary['runs'])} runs kept epoch 0, the state before their first training step" in md
+    assert "on dev: seed2/st-toy-hoc. A fresh head is random there" in md
 
 
 def test_zero_shot_scores_inputs_as_the_study_does(tmp_path, toy_tasks, long_sts, tiny_encoder):

@@ -211,11 +211,24 @@ def study_markdown(summary: dict) -> str:
         parts.append(f"## {title}\n\n{markdown_table(header, rows, right_from=2)}")
         if test:
             parts.append(_bootstrap_note(summary["bootstrap"]))
+    parts.append(_epoch0_note(summary["runs"]))
     parts.append(
         f"Runs: `{summary['output_dir']}/seed<k>/{{st-<task>, mtl, mtlft-<task>}}`, each with "
         "`result.json`, `metrics.jsonl` and `learning_curve.png`.\n"
     )
     return "\n".join(parts)
+
+
+def _epoch0_note(runs: dict[str, dict]) -> str:
+    """The runs whose dev selection kept epoch 0: their scores are the starting point's, not something learnt."""
+    kept = [name for name, run in runs.items() if run["best_epoch"] == 0]
+    if not kept:
+        return "Every run selected a trained epoch (none kept epoch 0).\n"
+    return (
+        f"{len(kept)} of {len(runs)} runs kept epoch 0, the state before their first training step, because no "
+        f"epoch beat it on dev: {', '.join(kept)}. A fresh head is random there (the similarity bi-encoder "
+        "needs none: it is the encoder's cosine), so such a score says the task was not learnt in that run.\n"
+    )
 
 
 def _interval_cell(bootstrap: dict, key: str) -> str:
