@@ -227,7 +227,8 @@ def _epoch0_note(runs: dict[str, dict]) -> str:
     return (
         f"{len(kept)} of {len(runs)} runs kept epoch 0, the state before their first training step, because no "
         f"epoch beat it on dev: {', '.join(kept)}. A fresh head is random there (the similarity bi-encoder "
-        "needs none: it is the encoder's cosine), so such a score says the task was not learnt in that run.\n"
+        "needs none: it is the encoder's cosine; with keep_heads an MTL-FT run starts from the MTL heads), so such a "
+        "score says that training did not improve on the start in that run.\n"
     )
 
 
