@@ -237,7 +237,7 @@ def test_without_predictions_or_similarity_the_table_says_so(tmp_path, toy_tasks
     study, results = _fake_study(tmp_path, toy_tasks, tiny_encoder, ["toy-ner", "toy-hoc"], False)
     summary = summarize_study(study, results)
     assert summary["zero_shot"] == {}
-    assert "save_predictions: true, which the quick profile turns off" in summary["bootstrap"]["skipped"]
+    assert "evaluate_test: true, with save_predictions: true, which the quick profile turns off" in summary["bootstrap"]["skipped"]
     md = study_markdown(summary)
     assert "Zero-shot |" not in md and "| Task | Metric | ST | MTL | MTL-FT | Δ MTL-FT − ST | Δ seed 1 |" in md
     assert "No 95 % interval: seed1/st-toy-ner saved no test predictions" in md

@@ -122,9 +122,10 @@ def _paired_task(study: Study, results: dict[tuple[int, str], dict], task: str) 
             path = study.run_dir(seed, name) / PREDICTIONS / f"{task}.test.jsonl"
             if not path.is_file():
                 raise NoInterval(
-                    f"seed{seed}/{name} saved no test predictions ({path} is missing; runs write them with "
-                    "save_predictions: true, which the quick profile turns off); finished runs are reused as "
-                    "they are, so rerun the study into a new output_dir with save_predictions=true"
+                    f"seed{seed}/{name} saved no test predictions ({path} is missing; a run writes them when "
+                    "it scores test, evaluate_test: true, with save_predictions: true, which the quick profile "
+                    "turns off); finished runs are reused as they are, so rerun the study into a new "
+                    "output_dir with save_predictions=true"
                 )
             examples, pred = _read_predictions(path, task_type)
             if ids is None:
