@@ -1,0 +1,241 @@
+"""Why MTL-FT loses to ST in a finished study: the study's own options tried one at a time, on dev first.
+
+Issue 10 asks, when MTL-FT loses, to find out why before changing anything, and to try the study's options
+(``keep_heads``, temperature sampling, more MTL epochs), reporting what moved the average on dev. This script
+reruns **the first seed** of a finished study (``--baseline``, e.g. the ``cpu`` profile's ``runs/blue-public-cpu``)
+with one change per variant and nothing else changed (``--variants``):
+
+* ``keep_heads`` — MTL-FT starts from the MTL run's heads instead of fresh ones (the MTL run is reused);
+* ``temperature`` — MTL draws each batch's task with p ∝ n^(1/2) (``mtl.sampling: temperature``), so a small
+  task such as BIOSSES gets more of the MTL steps;
+* ``mtl_epochs`` — MTL trains twice the profile's epochs (``mtl.epochs`` × 2);
+* ``st_epochs`` — the control for ``mtl_epochs``: ST trains as many epochs as MTL (×2) and MTL-FT together,
+  so that both settings see each example equally often again;
+* ``a+b`` — both changes, e.g. ``mtl_epochs+st_epochs``.
+
+Each variant is a copy of the study config with its changes in the profile and its own ``output_dir``. Every
+finished run of the baseline or of another variant that the variant would train with identical settings is
+copied in (an MTL-FT run only with the MTL run it started from), and ``biomtl study`` skips it after checking
+the settings again. Retrained runs skip the test set (``evaluate_test: false``): the variants are compared on
+dev, and a change is worth a test evaluation only if it moves the dev average.
+
+    python benchmarks/mtl_diagnosis.py --baseline runs/blue-public-cpu --profile cpu \\
+        --out runs/blue-public-cpu-diagnosis --json-out results/mtl-diagnosis.json
+
+The table: per task and variant, the ST, MTL and MTL-FT dev scores at each run's selected epoch and Δ MTL-FT −
+ST; and the share of MTL steps each task gets under each sampling strategy.
+
+``--confirm VARIANT`` then reruns one variant for **every seed** of the baseline, with the test sets, into
+``OUT/VARIANT-confirm``: ``biomtl study`` writes its ``results.md`` (test and dev tables, the bootstrap interval
+of MTL-FT − ST against the reused ST runs), as for the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
+
+STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs")
+SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
+
+
+def variant_changes(name: str, profile: dict[str, Any], dev_only: bool = True) -> dict[str, Any]:
+    """The profile keys a variant changes (deep-merged over the profile); ``dev_only``: the retrained runs skip
+    the test set. ``a+b`` combines variants."""
+    from biomtl.experiments.schema import deep_merge
+
+    skip_test = {"evaluate_test": False} if dev_only else {}
+    # a changed run skips the test set; a run the variant leaves as it is stays reusable (same settings)
+    section = {s: dict(skip_test) for s in ("st", "mtl", "mtl_ft")}
+    changes: dict[str, Any] = {}
+    epochs = {s: (profile.get(s) or {}).get("epochs") or (profile.get("base") or {}).get("epochs") or 3
+              for s in ("st", "mtl", "mtl_ft")}
+    for part in name.split("+"):
+        if part == "keep_heads":
+            change: dict[str, Any] = {"keep_heads": True, "mtl_ft": section["mtl_ft"]}
+        elif part == "temperature":
+            change = {"mtl": {"sampling": "temperature", "temperature": 2.0, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+        elif part == "mtl_epochs":
+            change = {"mtl": {"epochs": 2 * epochs["mtl"], **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+        elif part == "st_epochs":  # the control for mtl_epochs: ST sees each example as often as MTL + MTL-FT
+            change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
+        else:
+            raise SystemExit(f"unknown variant '{part}' (choose from {', '.join(VARIANTS)}, or join them with +)")
+        changes = deep_merge(changes, change)
+    return changes
+
+
+def write_variant(config: dict, profile: str, name: str, out: Path, dev_only: bool = True) -> tuple[Path, dict]:
+    """The variant's study config, written into its output directory, and its changes."""
+    from biomtl.experiments.schema import deep_merge
+
+    data = copy.deepcopy(config)
+    changes = variant_changes(name, data["profiles"][profile], dev_only)
+    data["profiles"][profile] = deep_merge(data["profiles"][profile], {**changes, "output_dir": str(out)})
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, changes
+
+
+def reuse_runs(study_yaml: Path, profile: str, seeds: list[int], sources: list[Path], data: str | None) -> list[str]:
+    """Copy in every finished run of ``sources`` (the baseline, then the other variants) that the variant
+    would train with the same settings; an MTL-FT run only together with the MTL run it started from.
+    ``biomtl study`` checks the settings again and skips them. Returns what was copied."""
+    from biomtl.datadirs import DataDirs
+    from biomtl.experiments.execute import RUNTIME_KEYS
+    from biomtl.experiments.plan import study_runs
+    from biomtl.experiments.schema import load_study
+
+    study = load_study(study_yaml, profile, None, len(seeds), None, DataDirs.from_env(prepared=data))
+    mtl_from: dict[int, Path] = {}
+    copied = []
+    for run in study_runs(study):
+        target = study.run_dir(run.seed, run.name)
+        if target.exists():  # copied by an earlier, interrupted call: find where from (its result is the same)
+            for source in sources if run.setting == "mtl" else []:
+                if _same_file(source / f"seed{run.seed}" / run.name / "result.json", target / "result.json"):
+                    mtl_from[run.seed] = source
+            continue
+        wanted = {k: v for k, v in run.config.to_dict().items() if k not in RUNTIME_KEYS}
+        for source in sources:
+            found = source / f"seed{run.seed}" / run.name
+            if not (found / "result.json").is_file() or (run.setting == "mtl_ft" and mtl_from.get(run.seed) != source):
+                continue
+            saved = yaml.safe_load((found / "config.yaml").read_text())
+            if all(saved.get(k) == v for k, v in wanted.items()):
+                shutil.copytree(found, target)
+                mtl_from.update({run.seed: source} if run.setting == "mtl" else {})
+                copied.append(f"{run.label} from {source}")
+                break
+    return copied
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
+
+
+def run_variant(config: dict, args: argparse.Namespace, name: str, out: Path, seeds: list[int], dev_only: bool) -> dict:
+    """Write the variant's config, copy in what it can reuse and run ``biomtl study`` on it."""
+    path, changes = write_variant(config, args.profile, name, out, dev_only)
+    others = sorted(d for d in Path(args.out).iterdir() if d.is_dir() and d != out)
+    reused = reuse_runs(path, args.profile, seeds, [Path(args.baseline), *others], args.data)
+    cmd = [sys.executable, "-m", "biomtl", "study", str(path), "--profile", args.profile, "--seeds", str(len(seeds)),
+           "--quiet", *(["--data", args.data] if args.data else [])]
+    print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return {"changes": changes, "reused": reused, "seeds": seeds, "wall_s": time.perf_counter() - start}
+
+
+def dev_scores(run_dir: Path) -> dict[str, float]:
+    result = json.loads((run_dir / "result.json").read_text())
+    return {t: 100 * result["dev"][t][result["main_metric"][t]] for t in result["tasks"]}
+
+
+def study_dev(root: Path, seed: int, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """``{setting: {task: dev main metric ×100}}`` for ST, MTL and MTL-FT of one seed."""
+    base = root / f"seed{seed}"
+    return {
+        "st": {t: dev_scores(base / f"st-{t}")[t] for t in tasks},
+        "mtl": dev_scores(base / "mtl"),
+        "mtl_ft": {t: dev_scores(base / f"mtlft-{t}")[t] for t in tasks},
+    }
+
+
+def sampling_share(tasks: list[str], data: str | None, limit: int | None, batch_size: int) -> dict[str, dict[str, float]]:
+    """The share of one MTL epoch's steps each task gets, per strategy, from the tasks' training example
+    counts (as :class:`biomtl.data.sampler.TaskBatchSampler` schedules them; lengths do not matter)."""
+    from biomtl.data.readers import read_split
+    from biomtl.data.sampler import TaskBatchSampler
+    from biomtl.datadirs import DataDirs
+    from biomtl.tasks import load_dataset_spec
+
+    dirs = DataDirs.from_env(prepared=data)
+    counts = {t: len(read_split(load_dataset_spec(t, dirs), "train", limit=limit)) for t in tasks}
+    share = {}
+    for strategy in ("proportional", "temperature"):
+        schedule = TaskBatchSampler({t: [1] * n for t, n in counts.items()}, batch_size, strategy, seed=1).epoch(0)
+        share[strategy] = {t: 100 * sum(1 for task, _ in schedule if task == t) / len(schedule) for t in tasks}
+    return {"examples": counts, **share}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(STUDY))
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--baseline", required=True, help="the finished study's output directory (its seed is reused)")
+    p.add_argument("--out", required=True, help="a directory of its own; each variant is a subdirectory")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; a+b combines two")
+    p.add_argument("--confirm", default=None, metavar="VARIANT",
+                   help="rerun this variant for every seed of the baseline, test sets included")
+    p.add_argument("--data", default=None, help="prepared task files (else $BIOMTL_DATA)")
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args(argv)
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    profile = config["profiles"][args.profile]
+    tasks = list(config["tasks"])
+    baseline, out = Path(args.baseline), Path(args.out)
+    if args.confirm:
+        seeds = sorted(int(d.name[4:]) for d in baseline.glob("seed*") if d.name[4:].isdigit())
+        if seeds != list(range(1, len(seeds) + 1)):
+            raise SystemExit(f"{baseline}: expected seed1..seedN, found {', '.join(f'seed{k}' for k in seeds)}")
+        vdir = out / f"{args.confirm}-confirm"
+        row = run_variant(config, args, args.confirm, vdir, seeds, dev_only=False)
+        print((vdir / "results.md").read_text())
+        write_json(args.json_out, {"command": command_line(), "machine": machine(), "args": vars(args), "result": row})
+        return
+    rows: dict[str, Any] = {"baseline": {"dev": study_dev(baseline, SEED, tasks)}}
+    for name in args.variants.split(","):
+        vdir = out / name
+        rows[name] = {**run_variant(config, args, name, vdir, [SEED], dev_only=True), "dev": study_dev(vdir, SEED, tasks)}
+
+    base = profile.get("base") or {}
+    share = sampling_share(tasks, args.data, base.get("max_train_examples"), base.get("batch_size", 32))
+    print(report(rows, tasks, share))
+    info = machine()
+    print(f"\nmachine: {machine_line(info)}\ncommand: {command_line()}")
+    write_json(args.json_out, {"command": command_line(), "machine": info, "args": vars(args),
+                               "result": {"variants": rows, "sampling_share": share}})
+
+
+def report(rows: dict[str, Any], tasks: list[str], share: dict[str, dict]) -> str:
+    """Dev table, per variant: ST, MTL, MTL-FT and Δ MTL-FT − ST (its own ST: the baseline's unless it changes
+    ST); and the MTL sampling shares."""
+
+    def value(name: str, setting: str, task: str) -> float:
+        scores = rows[name]["dev"][setting]
+        return sum(scores[t] for t in tasks) / len(tasks) if task == "average" else scores[task]
+
+    header = ["task"]
+    for name in rows:
+        header += [f"{name} ST", f"{name} MTL", f"{name} MTL-FT", f"{name} Δ"]
+    lines = []
+    for task in [*tasks, "average"]:
+        row: list[Any] = [task]
+        for name in rows:
+            st, mtl, mtl_ft = (value(name, setting, task) for setting in ("st", "mtl", "mtl_ft"))
+            row += [f"{st:.1f}", f"{mtl:.1f}", f"{mtl_ft:.1f}", f"{mtl_ft - st:+.1f}"]
+        lines.append(row)
+    shares = [[t, share["examples"][t], f"{share['proportional'][t]:.1f} %", f"{share['temperature'][t]:.1f} %"]
+              for t in tasks]
+    return (markdown_table(header, lines) + "\n\n"
+            + markdown_table(["task", "training examples", "MTL steps, proportional", "temperature (T=2)"], shares))
+
+
+if __name__ == "__main__":
+    main()
