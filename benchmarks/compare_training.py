@@ -244,7 +244,7 @@ def compare_all(args: argparse.Namespace, argv: list[str] | None) -> None:
     done: dict[str, Any] = {}
     if args.skip_done and args.json_out and Path(args.json_out).is_file():
         done = json.loads(Path(args.json_out).read_text()).get("tasks", {})
-    results = {t: done[t] for t in tasks if t in done}
+    results = dict(done)  # every finished task stays in --json-out, also one that --tasks does not name
     zero = json.loads(Path(args.json_out).read_text()).get("biosses_zero_shot") if done else None
     info = machine()
 
