@@ -166,9 +166,10 @@ def run_config(tiny_encoder: str, toy_tasks: dict[str, Path], tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def prepared_dir(corpora_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All six BLUE task directories, prepared once per session from the real corpora."""
-    from biomtl.corpora import prepare
+    """Every preparable task directory (the six BLUE tasks and their -spans forms), prepared once per session
+    from the real corpora."""
+    from biomtl.corpora import PREPARERS, prepare
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare(corpora_dir, out)
+    prepare(corpora_dir, out, list(PREPARERS))
     return out

@@ -106,9 +106,10 @@ def test_blue_marker_order_and_agreement() -> None:
     assert chemprot.in_blue_marker_order("@GENE$ binds @CHEMICAL$.") == "@CHEMICAL$ binds @GENE$."
     assert chemprot.in_blue_marker_order("@CHEM-GENE$ binds GABA.") == "@CHEM-GENE$ binds GABA."
     rows = [
-        chemprot.Row("1", "T1", "T2", "@GENE$ binds @CHEMICAL$.", "CPR:4"),
-        chemprot.Row("1", "T1", "T3", "@CHEMICAL$ binds @GENE$.", "false"),
+        chemprot.Row("1", "T1", "T2", "COX binds aspirin.", (10, 17), (0, 3), "GENE-N", "CPR:4"),
+        chemprot.Row("1", "T1", "T3", "aspirin binds COX.", (0, 7), (14, 17), "GENE-N", "false"),
     ]
+    assert [row.sentence for row in rows] == ["@GENE$ binds @CHEMICAL$.", "@CHEMICAL$ binds @GENE$."]
     blue = {"1.T1.T2": ("@CHEMICAL$ binds @GENE$.", ["CPR:4"]), "1.T4.T2": ("x", ["false"])}
     result = chemprot.agreement(rows, blue)
     assert (result["shared_pairs"], result["only_here"], result["only_blue"]) == (1, 1, 1)

@@ -37,6 +37,8 @@ PREPARERS: dict[str, tuple[str, str]] = {
     "bc5cdr-disease": ("bc5cdr", "prepare_disease"),
     "chemprot": ("chemprot", "prepare"),
     "ddi": ("ddi", "prepare"),
+    "chemprot-spans": ("chemprot", "prepare_spans"),
+    "ddi-spans": ("ddi", "prepare_spans"),
     "biosses": ("biosses", "prepare"),
     "hoc": ("hoc", "prepare"),
 }

@@ -15,6 +15,9 @@ This follows BLUE's ``create_chemprot_bert.py`` (ncbi-nlp/BLUE_Benchmark) and th
   is written once (BLUE's counts have each once); every other pair is ``false``;
 - two mentions that overlap (or touch) become one ``@CHEM-GENE$`` covering both.
 
+The ``chemprot-spans`` task (:func:`prepare_spans`) has the same rows unmasked: the sentence and the two
+mentions' character offsets in it, as JSONL.
+
 Unlike BLUE's script, the masks name the right mentions: BLUE swapped the offsets of the two mentions when
 the gene came first but not their types, so its ``@CHEMICAL$`` is always the *earlier* mention (the
 agreement report counts both ways). BLUE also placed masks in its ASCII-folded text using the unfolded
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from biomtl.corpora.files import decode, read_text, sha256, write_tsv
+from biomtl.corpora.files import decode, read_text, sha256, write_jsonl, write_tsv
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 from biomtl.sentences import Span, keep_mentions_whole, sentence_spans
@@ -360,17 +363,41 @@ def mask(text: str, chemical: Span, gene: Span) -> str:
 
 @dataclass(frozen=True)
 class Row:
-    """One output row."""
+    """One output row: a chemical × gene pair of one sentence. ``text`` is the sentence (folded to ASCII, not
+    masked); the spans are the two mentions' offsets into it. Both task files are written from these fields:
+    ``chemprot`` masks the mentions (:attr:`sentence`), ``chemprot-spans`` keeps the text (:meth:`record`)."""
 
     pmid: str
     chemical: str
     gene: str
-    sentence: str
+    text: str
+    chemical_span: Span
+    gene_span: Span
+    gene_type: str  # GENE-Y or GENE-N
     label: str
 
     @property
     def index(self) -> str:
         return f"{self.pmid}.{self.chemical}.{self.gene}"
+
+    @property
+    def sentence(self) -> str:
+        """The sentence with both mentions masked, as the ``chemprot`` task has it."""
+        return mask(self.text, self.chemical_span, self.gene_span)
+
+    def record(self) -> dict:
+        """The row as ``chemprot-spans`` has it: the chemical first, then the gene.
+
+        >>> Row("1", "T1", "T2", "COX binds aspirin.", (10, 17), (0, 3), "GENE-N", "CPR:4").record()["entities"]
+        [{'start': 10, 'end': 17, 'type': 'CHEMICAL'}, {'start': 0, 'end': 3, 'type': 'GENE-N'}]
+        """
+        entities = [(*self.chemical_span, CHEMICAL), (*self.gene_span, self.gene_type)]
+        return {
+            "id": self.index,
+            "text": self.text,
+            "entities": [{"start": start, "end": end, "type": kind} for start, end, kind in entities],
+            "label": self.label,
+        }
 
     def key(self) -> tuple[int, int, int, str]:
         return int(self.pmid), int(self.chemical[1:]), int(self.gene[1:]), self.label
@@ -417,11 +444,12 @@ def convert(docs: Iterable[Document]) -> Converted:
             start, end = sentences[number]
             chemicals = [i for i in idents if doc.mentions[i].is_chemical]
             genes = [i for i in idents if not doc.mentions[i].is_chemical]
+            sentence = text[start:end]
             for chem, gene in itertools.product(chemicals, genes):
                 c, g = mentions[chem], mentions[gene]
-                sentence = mask(text[start:end], (c[0] - start, c[1] - start), (g[0] - start, g[1] - start))
+                spans = (c[0] - start, c[1] - start), (g[0] - start, g[1] - start)
                 for label in labels.get((chem, gene)) or [FALSE]:
-                    result.rows.append(Row(doc.pmid, chem, gene, sentence, label))
+                    result.rows.append(Row(doc.pmid, chem, gene, sentence, *spans, doc.mentions[gene].type, label))
     result.rows.sort(key=Row.key)
     return result
 
@@ -525,17 +553,8 @@ def prepare(corpora: Path, out: Path) -> dict:
     >>> prepare(Path("../shared/data"), Path("/tmp/chemprot"))["counts"]["dev"]["positives"]  # doctest: +SKIP
     2416
     """
-    zip_path = corpora / ZIP
-    if not zip_path.is_file():
-        raise BiomtlError(
-            f"ChemProt corpus {zip_path} not found (expected the official BioCreative VI ChemProt.zip)"
-        )
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            docs = {split: read_split(archive, MEMBERS[split], str(zip_path)) for split in SPLITS}
-    except zipfile.BadZipFile as e:
-        raise BiomtlError(f"{zip_path} is not a readable zip file: {e}") from None
-    sources = [{"path": ZIP, "sha256": sha256(zip_path)}]
+    docs = _documents(corpora)
+    sources = [{"path": ZIP, "sha256": sha256(corpora / ZIP)}]
     blue = {}
     for split, name in BLUE_FILES.items():
         path = corpora / name
@@ -579,9 +598,59 @@ def prepare(corpora: Path, out: Path) -> dict:
     }
 
 
+def prepare_spans(corpora: Path, out: Path) -> dict:
+    """Write ``out/{train,dev,test}.jsonl`` for ``chemprot-spans`` and return the manifest part.
+
+    The rows of :func:`prepare`, in its order, with its ids and labels, but with the sentence not masked and
+    the two mentions given as character offsets into it (the chemical first, then the gene), so that one
+    encoder pass over a sentence serves all its pairs. Masking ``text`` at the two spans gives the
+    ``chemprot`` sentence.
+
+    >>> prepare_spans(Path("../shared/data"), Path("/tmp/chemprot-spans"))["counts"]["dev"]["rows"]  # doctest: +SKIP
+    11692
+    """
+    docs = _documents(corpora)
+    counts = {}
+    for split in SPLITS:
+        rows = convert(docs[split]).rows
+        write_jsonl(out / f"{split}.jsonl", (row.record() for row in rows))
+        counts[split] = _counts(rows)
+    return {
+        "sources": [{"path": ZIP, "sha256": sha256(corpora / ZIP)}],
+        "format": (
+            'JSONL, one object per row of the chemprot task (same order, ids and labels): {"id": '
+            '"PMID.T<chemical>.T<gene>", "text": the sentence folded to ASCII, not masked, "entities": [chemical, '
+            'gene] as {"start", "end", "type"} (character offsets into text, end exclusive; type CHEMICAL, GENE-Y '
+            'or GENE-N; overlapping mentions kept as they are), "label"}'
+        ),
+        "labels": list(LABELS),
+        "counts": counts,
+        "reference": {"source": "BLUE README (Peng et al. 2019), positive pairs", **REFERENCE},
+        "differences": "the pairs of the chemprot task; its manifest explains how they differ from BLUE's",
+    }
+
+
+def _documents(corpora: Path) -> dict[str, list[Document]]:
+    """The documents of each split, read from the official zip."""
+    zip_path = corpora / ZIP
+    if not zip_path.is_file():
+        raise BiomtlError(
+            f"ChemProt corpus {zip_path} not found (expected the official BioCreative VI ChemProt.zip)"
+        )
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            return {split: read_split(archive, MEMBERS[split], str(zip_path)) for split in SPLITS}
+    except zipfile.BadZipFile as e:
+        raise BiomtlError(f"{zip_path} is not a readable zip file: {e}") from None
+
+
 def _write(path: Path, rows: list[Row]) -> dict:
     """Write one split; returns its counts."""
     write_tsv(path, ["index", "sentence", "label"], [(row.index, row.sentence, row.label) for row in rows])
+    return _counts(rows)
+
+
+def _counts(rows: list[Row]) -> dict:
     labels = Counter(row.label for row in rows)
     return {
         "rows": len(rows),

@@ -13,6 +13,9 @@ drugs replaced by ``@DRUG$``, ``label`` one of :data:`LABELS`. Masking follows B
 BLUE carved its dev set out of the official training part by sentence, with no published rule, so the dev
 set is the pairs named in BLUE's ``dev.tsv``; train is every other training pair, except the five sentences
 of which BLUE kept no pair at all (see :func:`prepare` and the manifest's ``differences``).
+
+The ``ddi-spans`` task (:func:`prepare_spans`) has the same pairs unmasked: the sentence and the two drugs'
+character offsets in it, as JSONL.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from biomtl.corpora.files import read_lines, sha256, utf8, write_tsv
+from biomtl.corpora.files import read_lines, sha256, utf8, write_jsonl, write_tsv
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError, DataError
 
@@ -42,6 +45,7 @@ TEST_PARTS = (
     "DDICorpus/Test/Test for DDI Extraction task/MedLine/",
 )
 NER_TEST_PART = "DDICorpus/Test/Test for DrugNER task/"
+ENTITY_TYPES = ("drug", "brand", "group", "drug_n")
 FALSE = "DDI-false"
 LABELS = ("DDI-advise", "DDI-effect", "DDI-int", "DDI-mechanism", FALSE)
 MASK = "@DRUG$"
@@ -57,14 +61,34 @@ _ID_NUMBERS = re.compile(r"\.[dsp](\d+)")
 
 @dataclass(frozen=True)
 class Pair:
-    """One candidate drug pair, already masked."""
+    """One candidate drug pair: the sentence (cleaned, not masked) and the spans of ``e1`` and ``e2`` in it.
+    Both task files are written from these fields: ``ddi`` masks the drugs (:attr:`sentence`), ``ddi-spans``
+    keeps the text (:meth:`record`)."""
 
     id: str
     sentence_id: str
-    sentence: str
+    text: str
+    first: Span
+    second: Span
+    types: tuple[str, str]  # of e1 and e2: drug, brand, group or drug_n
     label: str | None  # None: ddi="true" without a type (BLUE's script would write ``DDI-None``)
     source: str  # ``zip:member``, for error messages
     line: int | None
+
+    @property
+    def sentence(self) -> str:
+        """The sentence with both drugs masked, as the ``ddi`` task has it."""
+        return mask(self.text, self.first, self.second)
+
+    def record(self) -> dict:
+        """The pair as ``ddi-spans`` has it: ``e1`` first, then ``e2``."""
+        entities = [(*self.first, self.types[0]), (*self.second, self.types[1])]
+        return {
+            "id": self.id,
+            "text": self.text,
+            "entities": [{"start": start, "end": end, "type": kind} for start, end, kind in entities],
+            "label": self.label,
+        }
 
 
 def entity_span(char_offset: str) -> Span:
@@ -92,9 +116,16 @@ def mask(text: str, first: Span, second: Span) -> str:
     return mask_pair(text, (*first, MASK), (*second, MASK), OVERLAP_MASK)
 
 
-def clean(text: str) -> str:
-    """One line of text: CR, LF and tab become spaces (one each); surrounding whitespace goes."""
-    return text.translate({ord("\r"): " ", ord("\n"): " ", ord("\t"): " "}).strip()
+def clean(text: str) -> tuple[str, int]:
+    """One line of text: CR, LF and tab become spaces (one each); surrounding whitespace goes. Returns the
+    line and how many characters went from the start (an offset into ``text`` moves back by as many).
+
+    >>> clean(" Aspirin\\r\\nand warfarin.\\n")
+    ('Aspirin  and warfarin.', 1)
+    """
+    line = text.translate({ord("\r"): " ", ord("\n"): " ", ord("\t"): " "})
+    stripped = line.lstrip()
+    return stripped.rstrip(), len(line) - len(stripped)
 
 
 def parse_document(data: bytes, where: str) -> list[Pair]:
@@ -107,17 +138,31 @@ def parse_document(data: bytes, where: str) -> list[Pair]:
     pairs = []
     for sentence in root.iter("sentence"):
         text = _required(sentence, "text", data, where)
+        line_text, shift = clean(text)
         sentence_id = _required(sentence, "id", data, where)
-        spans: dict[str, Span] = {}
+        spans: dict[str, Span] = {}  # into line_text
+        types: dict[str, str] = {}
         for entity in sentence.findall("entity"):
             entity_id = _required(entity, "id", data, where)
             try:
-                start, end = spans[entity_id] = entity_span(_required(entity, "charOffset", data, where))
+                start, end = entity_span(_required(entity, "charOffset", data, where))
             except ValueError as e:
                 raise DataError(where, _line_of(data, entity_id), f"entity {entity_id}: {e}") from None
             if end > len(text):
                 raise DataError(
                     where, _line_of(data, entity_id), f"entity {entity_id} ends at {end}, after the sentence"
+                )
+            spans[entity_id] = start - shift, end - shift
+            if not 0 <= start - shift < end - shift <= len(line_text):
+                raise DataError(
+                    where, _line_of(data, entity_id), f"entity {entity_id} lies in the space around the sentence"
+                )
+            types[entity_id] = _required(entity, "type", data, where)
+            if types[entity_id] not in ENTITY_TYPES:
+                raise DataError(
+                    where,
+                    _line_of(data, entity_id),
+                    f"entity {entity_id} has type {types[entity_id]!r}; expected one of {', '.join(ENTITY_TYPES)}",
                 )
         for pair in sentence.findall("pair"):
             pair_id = _required(pair, "id", data, where)
@@ -132,8 +177,8 @@ def parse_document(data: bytes, where: str) -> list[Pair]:
             label = FALSE if ddi == "false" else (f"DDI-{pair.get('type')}" if pair.get("type") else None)
             if label is not None and label not in LABELS:
                 raise DataError(where, line, f"pair {pair_id} has unknown type {pair.get('type')!r}")
-            masked = clean(mask(text, spans[e1], spans[e2]))
-            pairs.append(Pair(pair_id, sentence_id, masked, label, where, line))
+            pair_types = types[e1], types[e2]
+            pairs.append(Pair(pair_id, sentence_id, line_text, spans[e1], spans[e2], pair_types, label, where, line))
     return pairs
 
 
@@ -193,6 +238,17 @@ def read_blue(path: Path) -> dict[str, tuple[str, str]]:
 # The task
 
 
+@dataclass(frozen=True)
+class Splits:
+    """The pairs of each split and what they were made from."""
+
+    sources: list[dict]  # path and sha256 of every file read
+    blue: dict[str, dict[str, tuple[str, str]]]  # BLUE's dev, train positives and (if present) test files
+    pool: list[Pair]  # every official training pair
+    omitted: dict[str, list[Pair]]  # training sentences left out: {sentence id: pairs}
+    pairs: dict[str, list[Pair]]  # {split: pairs}
+
+
 def prepare(corpora: Path, out: Path) -> dict:
     """Write ``out/{train,dev,test}.tsv`` (header ``index sentence label``) and return the manifest part.
 
@@ -203,6 +259,61 @@ def prepare(corpora: Path, out: Path) -> dict:
     >>> prepare(Path("../shared/data"), Path("/tmp/ddi"))["counts"]["test"]["positives"]  # doctest: +SKIP
     979
     """
+    made = read_splits(corpora)
+    blue, splits = made.blue, made.pairs
+    counts = {split: _write(out / f"{split}.tsv", pairs) for split, pairs in splits.items()}
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
+    agreement = {
+        "train_positives": _agreement([p for p in train if p.label != FALSE], blue["train"]),
+        "dev": _agreement(dev, blue["dev"]),
+        "test": _agreement(test, blue["test"]) if "test" in blue else None,
+    }
+    return {
+        "sources": made.sources,
+        "format": "TSV with header index<TAB>sentence<TAB>label; drugs masked as @DRUG$ (@DRUG-DRUG$ if overlapping)",
+        "labels": list(LABELS),
+        "split_rule": _SPLIT_RULE,
+        "counts": counts,
+        "reference": {"source": "BLUE README (Peng et al. 2019), positive pairs", **REFERENCE},
+        "differences": _differences(corpora / ZIP, made.pool, splits, made.omitted, blue),
+        "blue_agreement": agreement,
+    }
+
+
+def prepare_spans(corpora: Path, out: Path) -> dict:
+    """Write ``out/{train,dev,test}.jsonl`` for ``ddi-spans`` and return the manifest part.
+
+    The pairs of :func:`prepare`, in its order, with its ids, labels and splits, but with the sentence not
+    masked and the two drugs given as character offsets into it (``e1`` first, then ``e2``), so that one
+    encoder pass over a sentence serves all its pairs. Masking ``text`` at the two spans gives the ``ddi``
+    sentence.
+
+    >>> prepare_spans(Path("../shared/data"), Path("/tmp/ddi-spans"))["counts"]["test"]["rows"]  # doctest: +SKIP
+    5716
+    """
+    made = read_splits(corpora)
+    counts = {}
+    for split, pairs in made.pairs.items():
+        counts[split] = _counts(pairs)  # before writing: it refuses a typeless positive pair
+        write_jsonl(out / f"{split}.jsonl", (pair.record() for pair in pairs))
+    return {
+        "sources": made.sources,
+        "format": (
+            'JSONL, one object per row of the ddi task (same order, ids and labels): {"id": the pair id, "text": '
+            'the sentence (CR, LF and tab as spaces, stripped), not masked, "entities": [e1, e2] as {"start", '
+            '"end", "type"} (character offsets into text, end exclusive, a discontinuous mention covering its '
+            'whole stretch; type drug, brand, group or drug_n; overlapping mentions kept as they are), "label"}'
+        ),
+        "labels": list(LABELS),
+        "split_rule": _SPLIT_RULE,
+        "counts": counts,
+        "reference": {"source": "BLUE README (Peng et al. 2019), positive pairs", **REFERENCE},
+        "differences": "the pairs of the ddi task; its manifest explains how they differ from BLUE's",
+    }
+
+
+def read_splits(corpora: Path) -> Splits:
+    """The pairs of train, dev and test (see :func:`prepare` for the rule), from the corpus zip and BLUE's files."""
     zip_path = corpora / ZIP
     if not zip_path.is_file():
         raise BiomtlError(f"DDI corpus {zip_path} not found (expected the official DDICorpus-2013.zip)")
@@ -227,24 +338,7 @@ def prepare(corpora: Path, out: Path) -> dict:
     dev = [p for p in train_pool if p.id in blue["dev"]]
     omitted = _omitted_sentences(train_pool, blue["dev"], blue["train"])
     train = [p for p in train_pool if p.id not in blue["dev"] and p.sentence_id not in omitted]
-
-    splits = {"train": train, "dev": dev, "test": test}
-    counts = {split: _write(out / f"{split}.tsv", pairs) for split, pairs in splits.items()}
-    agreement = {
-        "train_positives": _agreement([p for p in train if p.label != FALSE], blue["train"]),
-        "dev": _agreement(dev, blue["dev"]),
-        "test": _agreement(test, blue["test"]) if "test" in blue else None,
-    }
-    return {
-        "sources": sources,
-        "format": "TSV with header index<TAB>sentence<TAB>label; drugs masked as @DRUG$ (@DRUG-DRUG$ if overlapping)",
-        "labels": list(LABELS),
-        "split_rule": _SPLIT_RULE,
-        "counts": counts,
-        "reference": {"source": "BLUE README (Peng et al. 2019), positive pairs", **REFERENCE},
-        "differences": _differences(zip_path, train_pool, splits, omitted, blue),
-        "blue_agreement": agreement,
-    }
+    return Splits(sources, blue, train_pool, omitted, {"train": train, "dev": dev, "test": test})
 
 
 _SPLIT_RULE = (
@@ -274,11 +368,17 @@ def _omitted_sentences(
 
 
 def _write(path: Path, pairs: list[Pair]) -> dict:
-    """Write one split; returns its counts. A typeless positive pair cannot be written."""
+    """Write one split; returns its counts."""
+    counts = _counts(pairs)
+    write_tsv(path, ["index", "sentence", "label"], [(pair.id, pair.sentence, pair.label) for pair in pairs])
+    return counts
+
+
+def _counts(pairs: list[Pair]) -> dict:
+    """The counts of one split. A typeless positive pair cannot be written."""
     typeless = next((pair for pair in pairs if pair.label is None), None)
     if typeless is not None:
         raise DataError(typeless.source, typeless.line, f'pair {typeless.id} has ddi="true" but no type')
-    write_tsv(path, ["index", "sentence", "label"], [(pair.id, pair.sentence, pair.label) for pair in pairs])
     labels = Counter(pair.label for pair in pairs)
     return {
         "rows": len(pairs),

@@ -10,6 +10,7 @@ reader splitting on tabs reads back exactly.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -121,6 +122,13 @@ def read_lines(path: Path) -> list[str]:
     corpus text (HoC's mojibake has U+0085).
     """
     return split_lines(read_text(path))
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    """Write one JSON object a line, UTF-8 as it is (readers split lines at LF only, :mod:`biomtl.lines`)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 _BREAKS = re.compile(r"[\t\n\r]")
