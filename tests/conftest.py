@@ -123,6 +123,45 @@ def write_toy_tasks(root: Path, n_train: int = 24, seed: int = 0) -> dict[str, P
     return configs
 
 
+TOY_SPAN_CUES = {"inhibits": "CPR:4", "binding": "CPR:3", "and": "false"}
+TOY_SPAN_YAML = """name: {name}
+type: span_relation
+format: jsonl
+files: {{train: {root}/{name}.train.jsonl, dev: {root}/{name}.dev.jsonl, test: {root}/{name}.test.jsonl}}
+columns: {{id: id, text: text, entities: entities, label: label}}
+labels: ["CPR:3", "CPR:4", "false"]
+negative_label: "false"
+arguments: [Chemical, Gene]
+entity_types: {{Chemical: Chemical, Gene: Gene}}
+metric: {{name: classification_f1, args: {{exclude: ["false"]}}}}
+main_metric: micro_f1
+"""
+
+
+def write_toy_span_relation(root: Path, name: str, chemicals: list[str], genes: list[str], filler: list[str],
+                            sizes: tuple[int, int, int] = (48, 12, 12), seed: int = 0) -> Path:
+    """A ``span_relation`` task (jsonl rows with two argument spans): ``<filler> chemical cue the gene <filler> .``
+    labelled by its cue word; returns its config's path."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    for split, n in zip(("train", "dev", "test"), sizes, strict=True):
+        with open(root / f"{name}.{split}.jsonl", "w") as f:
+            for i in range(n):
+                cue = rng.choice(list(TOY_SPAN_CUES))
+                before = " ".join(rng.choice(filler) for _ in range(rng.randint(0, 3)))
+                chem, gene = rng.choice(chemicals), rng.choice(genes)
+                prefix = f"{before} " if before else ""
+                text = f"{prefix}{chem} {cue} the {gene} {rng.choice(filler)} ."
+                c, g = len(prefix), text.index(f" the {gene}") + 5
+                entities = [{"start": c, "end": c + len(chem)}, {"start": g, "end": g + len(gene)}]
+                f.write(json.dumps({"id": f"{split}{i}", "text": text, "entities": entities, "label": TOY_SPAN_CUES[cue]}) + "\n")
+    path = root / f"{name}.yaml"
+    path.write_text(TOY_SPAN_YAML.format(name=name, root=root))
+    return path
+
+
 @pytest.fixture(scope="session")
 def toy_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_toy_tasks(tmp_path_factory.mktemp("toy-tasks"))

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError
 from biomtl.formats import PREDICTED, Collection, Document, Mention, Relation
-from biomtl.predict import Predictor
+from biomtl.predict import Predictor, WindowStates
 from biomtl.sentences import sentence_spans
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,12 @@ def plan_tasks(predictor: Predictor, tasks: list[str] | None = None, keep_input:
         if task.token_level:
             if ALL not in keep_input and not set(spec.labels) <= set(keep_input):
                 ner.append(name)
-        elif spec.markers and spec.arguments:
+        elif task.argument_input and spec.arguments:
             relations.append(name)
         elif task.can_annotate:
             documents.append(name)
         elif tasks:
-            why = "declares no arguments: (add arguments: and entity_types: to its dataset YAML)" if spec.markers else "needs text pairs"
+            why = "declares no arguments: (add arguments: and entity_types: to its dataset YAML)" if task.argument_input else "needs text pairs"
             raise BiomtlError(f"--tasks: task {name} cannot annotate documents: it {why}")
         else:
             skipped.append(name)
@@ -110,8 +110,10 @@ def annotate(
     docs = collection.documents
     sentences = [s for i, doc in enumerate(docs) for s in split_sentences(doc, i)]
     heads = plan.ner + plan.documents
-    if heads and sentences:
-        found, labels = predictor.annotate_groups([s.text for s in sentences], [s.doc for s in sentences], heads)
+    span_heads = [name for name in plan.relations if predictor.model.tasks[name].argument_input == "spans"]
+    states = WindowStates() if span_heads else None  # the NER pass's encoder states, read again by span heads
+    if (heads or span_heads) and sentences:
+        found, labels = predictor.annotate_groups([s.text for s in sentences], [s.doc for s in sentences], heads, states)
         counters = [_Ids(doc, "p") for doc in docs]
         for sentence, entities in zip(sentences, found, strict=True):
             doc = docs[sentence.doc]
@@ -125,7 +127,7 @@ def annotate(
         for i, doc_labels in enumerate(labels):
             docs[i].labels.update(doc_labels)
     for name in plan.relations:
-        _relations(predictor, name, docs, sentences, predicted_types, keep_input, source)
+        _relations(predictor, name, docs, sentences, predicted_types, keep_input, source, states)
     return collection
 
 
@@ -177,7 +179,7 @@ class _Pair:
     doc: int
     first: Mention
     second: Mention
-    text: str  # the sentence with both arguments masked
+    text: str  # the sentence with both arguments masked (span heads: the sentence as it is)
 
 
 def _relations(
@@ -188,9 +190,12 @@ def _relations(
     predicted_types: set[str],
     keep_input: Set[str],
     source: str,
+    states: WindowStates | None = None,
 ) -> None:
-    """Score every candidate pair of ``task`` in one batched call and add the relations found."""
+    """Score every candidate pair of ``task`` in one batched call and add the relations found: masked copies of
+    the sentence, or (span relation heads) the argument spans read from the sentence's ``states``."""
     spec = predictor.model.specs[task]
+    spans = predictor.model.tasks[task].argument_input == "spans"
 
     def usable(m: Mention) -> bool:
         """A mention of this task's arguments, from the source its type reads from."""
@@ -200,18 +205,26 @@ def _relations(
         return (m.source == PREDICTED) == from_heads
 
     pairs = []
-    for sentence in sentences:
+    span_pairs = []  # (sentence, first span, second span), offsets into the sentence
+    for k, sentence in enumerate(sentences):
         inside = [
             m for m in docs[sentence.doc].mentions if sentence.start <= m.start and m.end <= sentence.end and usable(m)
         ]
         inside.sort(key=lambda m: (m.start, m.end))
         for first, second in candidate_pairs(inside, spec.arguments, spec.entity_types):
-            text = masked(sentence, first, second, spec.markers)
+            if spans:
+                for m in (first, second):
+                    _check_words(task, m, sentence.text[m.start - sentence.start : m.end - sentence.start], source)
+            text = sentence.text if spans else masked(sentence, first, second, spec.markers)
             if text is not None:
                 pairs.append(_Pair(sentence.doc, first, second, text))
+                span_pairs.append((k, _span(first, sentence), _span(second, sentence)))
     if not pairs:
         return
-    rows = predictor.predict(task, [p.text for p in pairs], source=f"{source} (masked candidate pairs of {task})")
+    if spans:
+        rows = predictor.score_spans(task, [s.text for s in sentences], span_pairs, states or WindowStates())
+    else:
+        rows = predictor.predict(task, [p.text for p in pairs], source=f"{source} (masked candidate pairs of {task})")
     counters: dict[int, _Ids] = {}
     for pair, row in zip(pairs, rows, strict=True):
         if row["label"] == spec.negative_label:
@@ -221,6 +234,19 @@ def _relations(
         arguments = [(spec.arguments[0], pair.first.id), (spec.arguments[1], pair.second.id)]
         doc.relations.append(
             Relation(ids.next(), row["label"], arguments, PREDICTED, task, row["probability"], row["probabilities"])
+        )
+
+
+def _span(mention: Mention, sentence: Sentence) -> tuple[int, int]:
+    return mention.start - sentence.start, mention.end - sentence.start
+
+
+def _check_words(task: str, mention: Mention, text: str, source: str) -> None:
+    """A span head reads an argument from its words: a mention of no word (only spaces) cannot be one."""
+    if not text.strip():
+        raise BiomtlError(
+            f"{source}: mention {mention.id} ({mention.start}-{mention.end}) holds no word; relation task {task} "
+            "cannot read it as an argument"
         )
 
 

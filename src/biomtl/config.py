@@ -282,7 +282,7 @@ class DatasetSpec:
     columns: dict[str, str | int] = field(default_factory=dict)
     """Where each role is in a row: header names (with `header: true`), 0-based column numbers, or JSON
     field names. Roles: `text` and `label` (required for tsv/jsonl), `text_b` (the second text of a pair),
-    `id`, `doc_id` (the document an example belongs to); conll reads `token` (default 0) and `tag`
+    `id`, `doc_id` (the document an example belongs to), `entities` (span_relation: the two argument spans); conll reads `token` (default 0) and `tag`
     (default the last column). Example: `{id: index, text: sentence, label: label}`"""
     header: bool = True
     """Whether a tsv file's first line names its columns. Example: `false`"""
@@ -464,13 +464,15 @@ def argument_problems(spec: DatasetSpec) -> list[str]:
     if not spec.arguments and not spec.entity_types:
         return []
     problems = []
-    if not spec.markers:
-        problems.append("arguments: only relation tasks (with markers:) declare argument types")
-    elif len(spec.arguments) != len(spec.markers[0]):
+    if not spec.markers and "entities" not in spec.columns:
+        problems.append("arguments: only relation tasks (with markers: or columns.entities) declare argument types")
+    elif spec.markers and len(spec.arguments) != len(spec.markers[0]):
         problems.append(
             f"arguments: {len(spec.arguments)} argument type(s) for the {len(spec.markers[0])} masks of "
             f"markers' first combination ({', '.join(spec.markers[0])})"
         )
+    elif not spec.markers and len(spec.arguments) != 2:
+        problems.append(f"arguments: {len(spec.arguments)} argument type(s) for the two entities of a row")
     for entity_type, argument in spec.entity_types.items():
         if argument not in spec.arguments:
             hint = did_you_mean(argument, spec.arguments, "argument types") if spec.arguments else " (declare arguments:)"

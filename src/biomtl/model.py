@@ -164,7 +164,7 @@ class MultiTaskModel(nn.Module):
     """Shared encoder → per-task heads.
 
     ``forward(task, batch)`` runs the encoder and one head; ``forward_all(batch)`` runs the encoder once and
-    every head on the same states (annotating a text with all tasks).
+    every head on the same states (annotating a text with all tasks), span relation heads excepted.
     """
 
     def __init__(
@@ -213,11 +213,19 @@ class MultiTaskModel(nn.Module):
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
         hidden = self.encode(inputs)
-        return self.heads[task](hidden, inputs["attention_mask"])
+        return self.heads[task](hidden, inputs["attention_mask"], **self.tasks[task].head_inputs(inputs))
 
     def forward_all(self, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
-        hidden = self.encode(batch)
-        return {t: self.heads[t](hidden, batch["attention_mask"]) for t in tasks or list(self.heads)}
+        return self.run_heads(self.encode(batch), batch, tasks or None)
+
+    def run_heads(
+        self, hidden: torch.Tensor, batch: dict[str, torch.Tensor], tasks: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Heads that read the encoder states alone, on states already computed; ``None``: every such head (a span
+        relation head also reads its pair's argument spans: :meth:`forward` or ``Predictor.score_spans``)."""
+        if tasks is None:
+            tasks = [t for t in self.heads if self.tasks[t].argument_input != "spans"]
+        return {t: self.heads[t](hidden, batch["attention_mask"]) for t in tasks}
 
     # -- saving -----------------------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -15,6 +15,7 @@ writes its outputs (``read_input``/``output_row``); for the built-in types:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from biomtl.errors import BiomtlError
 from biomtl.inference import autocast, autocast_dtype, predict_features
 from biomtl.model import MultiTaskModel
 from biomtl.sentences import sentence_spans
-from biomtl.tasks.base import pad_inputs
+from biomtl.tasks.base import Feature, pad_inputs
 from biomtl.tasks.tagging import window_features, word_pieces, words_with_offsets
 
 
@@ -69,6 +70,34 @@ def sentence_pieces(text: str) -> list[tuple[int, str]]:
     """
     starts = [s for s, _ in sentence_spans(text)][1:]
     return [(s, text[s:e]) for s, e in zip([0, *starts], [*starts, len(text)], strict=True)]
+
+
+@dataclass
+class WindowStates:
+    """What one pass of :meth:`Predictor.annotate_groups` read, kept for the span relation heads that score
+    pairs of mentions from the same encoding: each sentence piece ``(text, start, piece)``, its window
+    features and their encoder states ``(length, H)``."""
+
+    pieces: list[tuple[int, int, str]] = field(default_factory=list)
+    features: list[Feature] = field(default_factory=list)
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    _by_text: dict[int, tuple[int, list[int]]] | None = field(default=None, repr=False)
+
+    def windows_of(self, text: int) -> tuple[str, list[tuple[int, Feature]]] | None:
+        """The windows (feature index, feature) of ``text`` when it was read as one sentence piece."""
+        if self._by_text is None:
+            pieces: dict[int, list[int]] = {}
+            for k, (i, _, _) in enumerate(self.pieces):
+                pieces.setdefault(i, []).append(k)
+            windows: dict[int, list[int]] = {}
+            for f, feature in enumerate(self.features):
+                windows.setdefault(feature["example_index"], []).append(f)
+            self._by_text = {i: (ks[0], windows.get(ks[0], [])) for i, ks in pieces.items() if len(ks) == 1}
+        found = self._by_text.get(text)
+        if found is None:
+            return None
+        k, fs = found
+        return self.pieces[k][2], [(f, self.features[f]) for f in fs]
 
 
 class Predictor:
@@ -151,16 +180,18 @@ class Predictor:
 
     @torch.inference_mode()
     def annotate_groups(
-        self, texts: list[str], groups: list[int], tasks: list[str]
+        self, texts: list[str], groups: list[int], tasks: list[str], states: WindowStates | None = None
     ) -> tuple[list[list[dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
         """Texts (sentences) that belong to groups (documents), annotated in one encoder pass per window:
         each text's ``entities`` from the token-level heads, and each group's prediction from every sentence
         head, decoded from the element-wise maximum over the group's texts of their logits. A label that any
         sentence has is the document's label (how HoC is scored); its probability is that sentence's.
 
+        ``states``, when given, keeps the encoder states of every window for :meth:`score_spans`.
+
         >>> p.annotate_groups(["Aspirin.", "Cancer grows."], [0, 0], ["bc5cdr-chemical", "hoc"])  # doctest: +SKIP
         """
-        found, logits = self._read_windows(texts, tasks)
+        found, logits = self._read_windows(texts, tasks, states)
         n_groups = max(groups, default=-1) + 1
         labels: list[dict[str, dict[str, Any]]] = [{} for _ in range(n_groups)]
         for t, per_text in logits.items():
@@ -177,8 +208,55 @@ class Predictor:
         return self.model.tasks[task].output_row(example, pred)
 
     @torch.inference_mode()
+    def score_spans(
+        self, task: str, texts: list[str], pairs: list[tuple[int, tuple[int, int], tuple[int, int]]], states: WindowStates
+    ) -> list[dict[str, Any]]:
+        """A span relation head's prediction for each pair ``(text, span, span)`` of argument spans of
+        ``texts[text]``: from the encoder states in ``states`` (no encoder pass) where one of the sentence's
+        windows holds both arguments, else from an encoder pass of the pair's own feature, as in training."""
+        task_type = self.model.tasks[task]
+        head = self.model.heads[task]
+        kept: list[tuple[int, int, Feature]] = []  # (pair, feature index in states, feature)
+        fresh: list[int] = []
+        for p, (i, a, b) in enumerate(pairs):
+            found = states.windows_of(i)
+            feature = None
+            if found is not None:
+                piece, windows = found
+                for f, window in windows:
+                    feature = task_type.pair_in_windows([window], piece, (a, b))
+                    if feature is not None:
+                        kept.append((p, f, feature))
+                        break
+            if feature is None:
+                fresh.append(p)
+        rows: list[dict[str, Any]] = [{} for _ in pairs]
+        kept.sort(key=lambda item: len(item[2]["input_ids"]))
+        for start in range(0, len(kept), self.batch_size):
+            chunk = kept[start : start + self.batch_size]
+            feats = [feature for _, _, feature in chunk]
+            length = max(len(f["input_ids"]) for f in feats)
+            first = states.hidden[chunk[0][1]]
+            hidden = first.new_zeros((len(chunk), length, first.shape[-1]))
+            for r, (_, f, _) in enumerate(chunk):
+                hidden[r, : len(states.hidden[f])] = states.hidden[f]
+            batch = task_type.collate(feats, self.model.tokenizer.pad_token_id)
+            with autocast(self.device, self.dtype):
+                logits = head(hidden.to(self.device), batch["attention_mask"].to(self.device),
+                              **{k: v.to(self.device) for k, v in task_type.head_inputs(batch).items()})
+            for (p, _, _), pred in zip(chunk, task_type.decode(logits.float().cpu(), feats), strict=True):
+                rows[p] = task_type.output_row(Example(id=str(p)), pred)
+        if fresh:
+            examples = [Example(id=str(p), text=texts[pairs[p][0]], meta={"entities": pairs[p][1:]}) for p in fresh]
+            features = task_type.encode(examples, self.model.tokenizer, self.model.max_length)
+            preds = predict_features(self.model, task, features, len(examples), self.batch_size, self.device, self.dtype)
+            for p, ex, pred in zip(fresh, examples, preds, strict=True):
+                rows[p] = task_type.output_row(ex, pred)
+        return rows
+
+    @torch.inference_mode()
     def _read_windows(
-        self, texts: list[str], tasks: list[str]
+        self, texts: list[str], tasks: list[str], states: WindowStates | None = None
     ) -> tuple[dict[str, list[list[dict[str, Any]]]], dict[str, list[torch.Tensor]]]:
         """Run ``tasks`` over the sentences of ``texts`` (:func:`sentence_pieces`), each sentence in its own
         word windows (the encoder once per window, every head on the same states). Returns, per token-level
@@ -196,6 +274,8 @@ class Predictor:
             for k, ids in enumerate(word_pieces(words, tokenizer))
             for feature in window_features(ids, self.model.max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, k)
         ]
+        if states is not None:
+            states.pieces, states.features = pieces, features
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         window_preds: dict[str, list[Any]] = {t: [None] * len(features) for t in tasks}
         pooled: dict[str, list[tuple[int, torch.Tensor]]] = {t: [] for t in tasks}  # (feature, logits)
@@ -204,7 +284,11 @@ class Predictor:
             feats = [features[i] for i in idx]
             batch = {k: v.to(self.device) for k, v in pad_inputs(feats, tokenizer.pad_token_id).items()}
             with autocast(self.device, self.dtype):
-                outputs = self.model.forward_all(batch, tasks)
+                hidden = self.model.encode(batch)
+                outputs = self.model.run_heads(hidden, batch, tasks)
+            if states is not None:
+                for r, i in enumerate(idx):
+                    states.hidden[i] = hidden[r, : len(features[i]["input_ids"])].cpu()
             for t in tasks:
                 logits = outputs[t].float().cpu()
                 if self.model.tasks[t].token_level:

@@ -194,6 +194,13 @@ def _example_from_row(
         return None
     if not _check_markers(spec, path, line, str(text), report):
         return None
+    meta = {}
+    if "entities" in columns:
+        try:
+            meta["entities"] = task.parse_entities(str(text), get["entities"])
+        except InvalidLabel as e:
+            report(DataError(path, line, str(e)))
+            return None
     return Example(
         id=str(get.get("id", index)),
         text=str(text),
@@ -201,6 +208,7 @@ def _example_from_row(
         label=label,
         doc_id=str(get["doc_id"]) if get.get("doc_id") is not None else None,
         source=f"{path}:{line}",
+        meta=meta,
     )
 
 

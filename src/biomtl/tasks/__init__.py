@@ -25,6 +25,7 @@ from biomtl.tasks.base import DEFAULT_SETTINGS, HeadSettings, InvalidLabel, Pred
 from biomtl.tasks.classification import ClassificationTask
 from biomtl.tasks.multilabel import MultilabelTask
 from biomtl.tasks.regression import RegressionTask
+from biomtl.tasks.span_relation import SpanRelationTask
 from biomtl.tasks.tagging import TaggingTask
 
 TASK_TYPES: dict[str, type[TaskType]] = {
@@ -32,6 +33,7 @@ TASK_TYPES: dict[str, type[TaskType]] = {
     "classification": ClassificationTask,
     "multilabel": MultilabelTask,
     "tagging": TaggingTask,
+    "span_relation": SpanRelationTask,
 }
 """Task type by the name a dataset config gives as ``type:``."""
 

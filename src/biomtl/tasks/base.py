@@ -94,8 +94,29 @@ class TaskType(Protocol):
         than the sentence (logits of a long text's windows can be averaged)."""
         ...
 
+    @property
+    def argument_input(self) -> str:
+        """How a relation task's two arguments reach its head: ``"masks"`` (replaced in a copy of the sentence per
+        pair, ``markers:``), ``"spans"`` (character spans of the plain sentence, scored from its one encoding),
+        or ``""`` (not a relation task)."""
+        ...
+
+    def parse_entities(self, text: str, raw: Any) -> Any:
+        """A data row's ``entities`` field (``columns.entities``) → the value stored in
+        ``Example.meta["entities"]``; raises :class:`InvalidLabel` (types that read no spans always do)."""
+        ...
+
     def build_head(self, hidden_size: int, settings: HeadSettings) -> nn.Module:
-        """``head(hidden (B, T, H), attention_mask (B, T)) → logits``."""
+        """``head(hidden (B, T, H), attention_mask (B, T), **head_inputs(batch)) → logits``."""
+        ...
+
+    def head_inputs(self, batch: Batch) -> Batch:
+        """What the head reads from a collated batch besides the encoder states (``spans``); ``{}`` for most."""
+        ...
+
+    def pair_in_windows(self, windows: list[Feature], text: str, spans: tuple[tuple[int, int], tuple[int, int]]) -> Feature | None:
+        """A span relation task: the feature of the argument ``spans`` of ``text`` when one of the sentence's
+        tagging ``windows`` (already encoded by ``annotate``) holds both, else ``None``; other types: ``None``."""
         ...
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
@@ -276,6 +297,19 @@ class TaskBase:
 
     def encoder_batch(self, batch: Batch) -> Batch:
         return batch
+
+    @property
+    def argument_input(self) -> str:
+        return "masks" if self.spec.markers else ""
+
+    def parse_entities(self, text: str, raw: Any) -> Any:
+        raise InvalidLabel(f"a {self.spec.type} task reads no 'entities' column (remove columns.entities)")
+
+    def head_inputs(self, batch: Batch) -> Batch:
+        return {}
+
+    def pair_in_windows(self, windows: list[Feature], text: str, spans: tuple[tuple[int, int], tuple[int, int]]) -> Feature | None:
+        return None
 
     def gold(self, example: Example) -> Any:
         return example.label
