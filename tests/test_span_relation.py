@@ -258,3 +258,24 @@ def test_export_refuses_the_span_head_and_keeps_the_others(model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     lines = export_model(model_dir, "onnx", tmp_path / "onnx")
     assert any(line.startswith("span-rel: not exported") and "argument spans" in line for line in lines), lines
+
+
+def test_annotate_in_parts_gives_the_same_annotations(predictor, tmp_path, monkeypatch):
+    """Span heads keep the encoder states of a bounded part of the documents at a time; the parts change nothing."""
+    import biomtl.annotate as annotate_module
+
+    whole = _annotated(predictor, tmp_path)
+    monkeypatch.setattr(annotate_module, "STATES_SENTENCES", 1)  # every document its own part
+    parts = _annotated(predictor, tmp_path)
+    assert _summary(parts) == _summary(whole)
+    assert any(d.relations for d in whole.documents)
+
+
+def _summary(collection) -> list:
+    """Each document's mentions and relations by span and type, probabilities to 4 places (batches differ)."""
+    out = []
+    for d in collection.documents:
+        spans = {m.id: (m.start, m.end) for m in d.mentions}
+        out.append((sorted((m.start, m.end, m.type, round(m.score or 0, 4)) for m in d.mentions),
+                    sorted((r.type, *(spans[i] for _, i in r.arguments), round(r.probability or 0, 4)) for r in d.relations)))
+    return out

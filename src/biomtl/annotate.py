@@ -107,12 +107,43 @@ def annotate(
     for name in plan.relations:
         _check_sources(predictor, name, predicted_types, input_types, source)
 
+    span_heads = [name for name in plan.relations if predictor.model.tasks[name].argument_input == "spans"]
     docs = collection.documents
+    # Span heads read the NER pass's encoder states again: documents go in parts of about STATES_SENTENCES
+    # sentences, so that the states kept stay bounded whatever the input's size.
+    parts = _parts(docs, STATES_SENTENCES) if span_heads else [docs]
+    for part in parts:
+        _annotate_part(predictor, plan, part, bool(span_heads), predicted_types, keep_input, source)
+    return collection
+
+
+STATES_SENTENCES = 2048
+"""About how many sentences' encoder states ``annotate`` keeps at once for span relation heads."""
+
+
+def _parts(docs: list[Document], sentences: int) -> list[list[Document]]:
+    """``docs`` in order, cut into parts of about ``sentences`` sentences (passages split as annotate splits them)."""
+    parts: list[list[Document]] = [[]]
+    count = 0
+    for i, doc in enumerate(docs):
+        n = len(split_sentences(doc, i))
+        if parts[-1] and count + n > sentences:
+            parts.append([])
+            count = 0
+        parts[-1].append(doc)
+        count += n
+    return parts
+
+
+def _annotate_part(
+    predictor: Predictor, plan: Plan, docs: list[Document], spans: bool, predicted_types: set[str],
+    keep_input: Set[str], source: str,
+) -> None:
+    """Entities, document labels and relations of ``docs``; ``spans``: keep the encoder states for span heads."""
     sentences = [s for i, doc in enumerate(docs) for s in split_sentences(doc, i)]
     heads = plan.ner + plan.documents
-    span_heads = [name for name in plan.relations if predictor.model.tasks[name].argument_input == "spans"]
-    states = WindowStates() if span_heads else None  # the NER pass's encoder states, read again by span heads
-    if (heads or span_heads) and sentences:
+    states = WindowStates() if spans else None  # the NER pass's encoder states, read again by span heads
+    if (heads or spans) and sentences:
         found, labels = predictor.annotate_groups([s.text for s in sentences], [s.doc for s in sentences], heads, states)
         counters = [_Ids(doc, "p") for doc in docs]
         for sentence, entities in zip(sentences, found, strict=True):
@@ -128,7 +159,6 @@ def annotate(
             docs[i].labels.update(doc_labels)
     for name in plan.relations:
         _relations(predictor, name, docs, sentences, predicted_types, keep_input, source, states)
-    return collection
 
 
 def _kept(entity_type: str, keep_input: Set[str]) -> bool:
