@@ -249,15 +249,32 @@ def test_annotate_relations_of_input_mentions_follow_the_cue(predictor, tmp_path
     assert found == {("aspirin", "receptor"): "CPR:4", ("naloxone", "protein"): "CPR:3"}  # "and" is negative
 
 
-def test_export_refuses_the_span_head_and_keeps_the_others(model_dir, tmp_path):
+def test_export_hf_refuses_the_span_head_onnx_exports_it(model_dir, predictor, tmp_path):
     from biomtl.export import export_model
 
     lines = export_model(model_dir, "hf", tmp_path / "hf")
     assert any(line.startswith("span-rel: not exported") for line in lines), lines
     assert (tmp_path / "hf" / "span-chem" / "config.json").is_file() and not (tmp_path / "hf" / "span-rel").exists()
-    pytest.importorskip("onnxruntime")
+    onnxruntime = pytest.importorskip("onnxruntime")
     lines = export_model(model_dir, "onnx", tmp_path / "onnx")
-    assert any(line.startswith("span-rel: not exported") and "argument spans" in line for line in lines), lines
+    assert any(line.startswith("span-rel: output 'span-rel' (batch, 3)") for line in lines), lines
+    # the graph on real pairs, as biomtl encodes them (other batch sizes and lengths than the export's)
+    task = predictor.model.tasks["span-rel"]
+    from biomtl.data.examples import Example
+
+    pairs = [("aspirin inhibits the receptor .", (0, 7), (21, 29)),
+             ("patients with heparin binding the protein of cells .", (14, 21), (34, 41))]
+    examples = [Example(id=str(i), text=t, meta={"entities": (a, b)}) for i, (t, a, b) in enumerate(pairs)]
+    batch = task.collate(task.encode(examples, predictor.model.tokenizer, 32), 0)
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    assert "spans" in names
+    batch.setdefault("token_type_ids", torch.zeros_like(batch["input_ids"]))  # BERT's default where biomtl gives none
+    got = session.run(["span-rel"], {n: batch[n].numpy() for n in names})[0]
+    with torch.inference_mode():
+        ours = predictor.model("span-rel", batch)
+    assert float((torch.from_numpy(got) - ours).abs().max()) < 1e-4
+    assert "`spans` input" in (tmp_path / "onnx" / "README.md").read_text()
 
 
 def test_annotate_in_parts_gives_the_same_annotations(predictor, tmp_path, monkeypatch):

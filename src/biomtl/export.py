@@ -544,19 +544,37 @@ def _hf_index(model: MultiTaskModel, source: str, done: dict[str, Exported], ref
 
 
 class AllHeads(nn.Module):
-    """The shared encoder once, then every head: ``(input_ids, attention_mask[, token_type_ids]) → logits per task``."""
+    """The shared encoder once, then every head: the inputs named ``names`` (``input_ids``, ``attention_mask``
+    [, ``token_type_ids``][, ``spans``]) → logits per task. ``spans`` ``(batch, 2, 2)``: each row's two argument
+    sub-word ranges ``[start, end)``, read by span relation heads."""
 
-    def __init__(self, model: MultiTaskModel, tasks: list[str]) -> None:
+    def __init__(self, model: MultiTaskModel, tasks: list[str], names: list[str]) -> None:
         super().__init__()
         self.model = model
         self.tasks = tasks
+        self.names = names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            batch["token_type_ids"] = token_type_ids
-        outputs = self.model.forward_all(batch, self.tasks)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = _all_outputs(self.model, dict(zip(self.names, inputs, strict=True)), self.tasks)
         return tuple(outputs[t] for t in self.tasks)
+
+
+def _all_outputs(model: MultiTaskModel, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Every head's logits (or ``tasks``') on one encoder pass; span relation heads read ``batch["spans"]``."""
+    hidden = model.encode(batch)
+    names = list(model.heads) if tasks is None else tasks
+    span_heads = [t for t in names if model.tasks[t].argument_input == "spans"]
+    outputs = model.run_heads(hidden, batch, [t for t in names if t not in span_heads])
+    for t in span_heads:
+        outputs[t] = model.heads[t](hidden, batch["attention_mask"], spans=batch["spans"])
+    return {t: outputs[t] for t in names}
+
+
+def parity_spans(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Argument ranges for span heads in a parity batch: the first and the last real sub-word of each row."""
+    last = batch["attention_mask"].sum(1) - 2  # the last sub-word before [SEP]
+    first = torch.ones_like(last)
+    return torch.stack([torch.stack([first, first + 1], -1), torch.stack([last, last + 1], -1)], 1)
 
 
 def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
@@ -565,12 +583,12 @@ def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
     except ImportError:
         raise BiomtlError("--format onnx needs onnx and onnxruntime: pip install 'biomtl[onnx]'") from None
     batch = parity_batch(model)
+    has_spans = any(task.argument_input == "spans" for task in model.tasks.values())
+    if has_spans:
+        batch["spans"] = parity_spans(batch)
     lines, tasks = [], []
     with torch.inference_mode():
-        outputs = model.forward_all(batch)
-    for name in model.heads:
-        if name not in outputs:
-            lines.append(f"{name}: not exported (a span relation head reads argument spans besides the text; no ONNX form yet)")
+        outputs = _all_outputs(model, batch)
     for name, logits in outputs.items():
         if logits.shape[0] != batch["input_ids"].shape[0]:
             lines.append(f"{name}: not exported (its head does not score each input on its own: it compares parts of a batch)")
@@ -579,8 +597,11 @@ def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
     if not tasks:
         raise BiomtlError(f"{source}: no head scores each input on its own; nothing to export")
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in batch else [])
+    names += ["spans"] if has_spans and any(model.tasks[t].argument_input == "spans" for t in tasks) else []
     inputs = tuple(batch[n] for n in names)
     axes = {n: {0: "batch", 1: "length"} for n in names}
+    if "spans" in axes:
+        axes["spans"] = {0: "batch"}
     for t in tasks:
         axes[t] = {0: "batch", 1: "length"} if outputs[t].dim() == 3 else {0: "batch"}
     # The TorchScript exporter (dynamo=False) needs no onnxscript; its tracer warnings are about Python-side
@@ -588,7 +609,7 @@ def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            AllHeads(model, tasks).eval(), inputs, str(out / ONNX_FILE), input_names=names, output_names=tasks,
+            AllHeads(model, tasks, names).eval(), inputs, str(out / ONNX_FILE), input_names=names, output_names=tasks,
             dynamic_axes=axes, opset_version=OPSET, dynamo=False,
         )
     session = onnxruntime.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
@@ -616,6 +637,13 @@ def _output_labels(model: MultiTaskModel, task: str) -> list[str]:
     return list(tags) if tags is not None else list(model.specs[task].labels)
 
 
+SPANS_NOTE = """ Span relation outputs (`type: span_relation`) read the plain sentence
+and the `spans` input, int64 `(batch, 2, 2)`: for each row, the `[start, end)` sub-word positions of its two
+arguments (from the first sub-word of an argument's first word to the first sub-word after its last word); one
+candidate pair per row, so a sentence with several pairs is several rows. Rows of other outputs may give any
+in-range spans."""
+
+
 def _onnx_readme(model: MultiTaskModel, source: str, tasks: list[str], inputs: list[str]) -> str:
     rows = "\n".join(f"| `{t}` | {model.specs[t].type} | {', '.join(_output_labels(model, t)) or 'a score'} |" for t in tasks)
     return f"""# ONNX export of `{source}`
@@ -630,7 +658,7 @@ labels. Logits match PyTorch within {TOLERANCE} (checked at export, on real sent
 
 NER outputs are `(batch, length, tags)`: read each word's tag on its first sub-word. Sentence outputs are
 `(batch, n)`: softmax (classification), sigmoid (multilabel) or the score itself (regression). Relation tasks
-expect their masked sentences (`@CHEMICAL$ ... @GENE$`).
+expect their masked sentences (`@CHEMICAL$ ... @GENE$`).{SPANS_NOTE if "spans" in inputs else ""}
 
 ```python
 import onnxruntime, numpy as np
