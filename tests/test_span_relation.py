@@ -249,12 +249,26 @@ def test_annotate_relations_of_input_mentions_follow_the_cue(predictor, tmp_path
     assert found == {("aspirin", "receptor"): "CPR:4", ("naloxone", "protein"): "CPR:3"}  # "and" is negative
 
 
-def test_export_hf_refuses_the_span_head_onnx_exports_it(model_dir, predictor, tmp_path):
+def test_export_hf_and_onnx_of_the_span_head(model_dir, predictor, tmp_path):
     from biomtl.export import export_model
 
     lines = export_model(model_dir, "hf", tmp_path / "hf")
-    assert any(line.startswith("span-rel: not exported") for line in lines), lines
-    assert (tmp_path / "hf" / "span-chem" / "config.json").is_file() and not (tmp_path / "hf" / "span-rel").exists()
+    assert any(line.startswith("span-rel: span-rel/ (AutoModel, trust_remote_code=True") for line in lines), lines
+    # the folder's README code, run as a user would (in the folder), gives biomtl's logits for its pair
+    readme = (tmp_path / "hf" / "span-rel" / "README.md").read_text()
+    code = readme.split("```python\n")[1].split("```")[0].replace('"span-rel"', repr(str(tmp_path / "hf" / "span-rel")))
+    code = code.replace('"Aspirin irreversibly inhibits COX-1."', '"aspirin inhibits the receptor ."')
+    code = code.replace("[(0, 7), (30, 35)]", "[(0, 7), (21, 29)]")
+    scope: dict = {}
+    exec(code, scope)
+    from biomtl.data.examples import Example
+
+    task = predictor.model.tasks["span-rel"]
+    ex = Example(id="1", text="aspirin inhibits the receptor .", meta={"entities": ((0, 7), (21, 29))})
+    batch = task.collate(task.encode([ex], predictor.model.tokenizer, 32), 0)
+    with torch.inference_mode():
+        ours = predictor.model("span-rel", batch)
+    assert float((scope["logits"].detach() - ours).abs().max()) < 1e-4
     onnxruntime = pytest.importorskip("onnxruntime")
     lines = export_model(model_dir, "onnx", tmp_path / "onnx")
     assert any(line.startswith("span-rel: output 'span-rel' (batch, 3)") for line in lines), lines

@@ -43,6 +43,7 @@ from biomtl.tasks.base import PooledHead, pad_inputs
 from biomtl.tasks.classification import ClassificationTask
 from biomtl.tasks.multilabel import MultilabelTask
 from biomtl.tasks.regression import CosineHead, RegressionTask
+from biomtl.tasks.span_relation import SpanPairHead
 from biomtl.tasks.tagging import TokenHead
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def export_model(model_dir: str | Path, fmt: str, output: str | Path, overwrite:
 MODELING_FILE = "modeling_biomtl.py"
 SEQUENCE_CONFIG = "BiomtlSequenceClassifierConfig"
 SEQUENCE_MODEL = "BiomtlForSequenceClassification"
+SPAN_MODEL = "BiomtlForSpanRelation"
 PARITY_ARGUMENTS = [("Naloxone", "clonidine"), ("Cisplatin", "magnesium"), ("Aspirin", "COX-1")]
 """The two arguments of each of :data:`PARITY_SENTENCES`, replaced by a relation task's masks."""
 PROBLEM_TYPES: dict[type, str] = {
@@ -271,10 +273,98 @@ def export_sentence_embedding(model: MultiTaskModel, task: str, out: Path, sourc
     return Exported("AutoModel + mean pooling + cosine, or SentenceTransformer", worst)
 
 
+def export_span_relation(model: MultiTaskModel, task: str, out: Path, source: str) -> Exported:
+    """A span relation head as ``BiomtlForSpanRelation`` (:mod:`biomtl.export_templates.modeling_biomtl`): no
+    ``transformers`` class reads argument spans, so ``config.json`` maps ``AutoModel`` to it and the folder loads
+    with ``trust_remote_code=True``; inputs ``input_ids``, ``attention_mask`` and ``spans``."""
+    from transformers import AutoModel
+
+    from biomtl.export_templates import modeling_biomtl
+
+    head: Any = model.heads[task]
+    labels = _sequence_labels(model, task)
+    encoder_config: Any = model.encoder.config
+    config = modeling_biomtl.BiomtlSequenceClassifierConfig(
+        encoder_config=copy.deepcopy(encoder_config), pooling=head.pooling, classifier_dropout=model.dropout,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        problem_type="single_label_classification",
+    )
+    config.architectures = [SPAN_MODEL]
+    config.auto_map = {
+        "AutoConfig": f"{Path(MODELING_FILE).stem}.{SEQUENCE_CONFIG}",
+        "AutoModel": f"{Path(MODELING_FILE).stem}.{SPAN_MODEL}",
+    }
+    hf = modeling_biomtl.BiomtlForSpanRelation(config)
+    hf.encoder.load_state_dict(model.encoder.state_dict())
+    hf.dense.load_state_dict(head.dense.state_dict())
+    hf.classifier.load_state_dict(head.out.state_dict())
+    out.mkdir(parents=True)
+    hf.eval().save_pretrained(out)
+    _save_tokenizer(model, out)
+    (out / MODELING_FILE).write_text(modeling_source())
+    (out / "README.md").write_text(_span_readme(model, task, source, labels))
+
+    examples = span_parity_examples()
+    tasktype = model.tasks[task]
+    batch = tasktype.collate(tasktype.encode(examples, model.tokenizer, model.max_length), model.tokenizer.pad_token_id)
+    reloaded = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+    with torch.inference_mode():
+        ours = model(task, batch)
+        theirs = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], spans=batch["spans"]).logits
+    return Exported("AutoModel, trust_remote_code=True (inputs: input_ids, attention_mask, spans)",
+                    _check_parity(task, ours, theirs, batch["attention_mask"]))
+
+
+def span_parity_examples() -> list[Example]:
+    """:data:`PARITY_SENTENCES` with their two :data:`PARITY_ARGUMENTS` as character spans."""
+    examples = []
+    for i, (text, arguments) in enumerate(zip(PARITY_SENTENCES, PARITY_ARGUMENTS, strict=True)):
+        spans = tuple((text.index(a), text.index(a) + len(a)) for a in arguments)
+        examples.append(Example(id=str(i), text=text, meta={"entities": spans}))
+    return examples
+
+
+def _span_readme(model: MultiTaskModel, task: str, source: str, labels: list[str]) -> str:
+    pooled = "the mean of the token states" if getattr(model.heads[task], "pooling", "cls") == "mean" else "the [CLS] state"
+    return f"""# {task}: relation between two argument spans of a sentence
+
+{_about(model, task, source)}
+- Labels (`config.id2label`): {', '.join(labels)}.
+- Head: [{pooled}; a; b; a * b] → dropout → dense → tanh → dropout → linear, where `a` and `b` are the means
+  of each argument's sub-word states (max |logit difference| against biomtl < {TOLERANCE}, checked at export).
+
+The sentence is read as it is (no masks); `spans` `(batch, 2, 2)` gives, per row, the `[start, end)` sub-word
+positions of the two arguments (first argument of type {model.specs[task].arguments[0] if model.specs[task].arguments else 'one'}
+first). biomtl reads the sentence as words (`\\w+` runs and single punctuation marks) and an argument from the first
+sub-word of its first word to the first sub-word after its last word:
+
+```python
+import re, torch
+from transformers import AutoModel, AutoTokenizer
+model = AutoModel.from_pretrained("{task}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{task}")
+text, arguments = "Aspirin irreversibly inhibits COX-1.", [(0, 7), (30, 35)]
+words = [(m.start(), m.end()) for m in re.finditer(r"\\w+|[^\\w\\s]", text)]
+enc = tokenizer([text[s:e] for s, e in words], is_split_into_words=True, return_tensors="pt")
+ids = enc.word_ids()
+first = {{w: k for k, w in reversed(list(enumerate(ids))) if w is not None}}
+
+def span(start, end):
+    inside = [w for w, (s, e) in enumerate(words) if s < end and e > start]
+    after = first.get(inside[-1] + 1, len(ids) - 1)
+    return [first[inside[0]], after]
+
+spans = torch.tensor([[span(*a) for a in arguments]])
+logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], spans=spans).logits
+```
+{_citation(model, task)}"""
+
+
 HF_EXPORTS: dict[type[nn.Module], Callable[[MultiTaskModel, str, Path, str], Exported]] = {
     TokenHead: export_token_classification,
     PooledHead: export_sequence_classification,
     CosineHead: export_sentence_embedding,
+    SpanPairHead: export_span_relation,
 }
 """Head class → the exporter of its Hugging Face form; a head not listed is refused."""
 

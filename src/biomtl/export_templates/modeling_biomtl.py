@@ -110,3 +110,65 @@ class BiomtlForSequenceClassification(PreTrainedModel):
             loss=loss, logits=logits, hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
+
+
+class BiomtlForSpanRelation(PreTrainedModel):
+    """A biomtl ``span_relation`` head: ``encoder → [sentence vector; a; b; a * b] → dropout → dense → tanh →
+    dropout → linear → logits (B, num_labels)``, where ``a`` and ``b`` are the means of each argument's sub-word
+    states, given by ``spans`` ``(B, 2, 2)``: per row the ``[start, end)`` sub-word positions of its two
+    arguments (one candidate pair per row). Loaded with ``AutoModel.from_pretrained(folder,
+    trust_remote_code=True)``; with ``labels`` also the cross-entropy loss."""
+
+    config_class = BiomtlSequenceClassifierConfig
+    base_model_prefix = "encoder"
+    _supports_sdpa = True
+
+    def __init__(self, config: BiomtlSequenceClassifierConfig) -> None:
+        super().__init__(config)
+        encoder_config: Any = config.encoder_config
+        try:
+            self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
+        except TypeError:
+            self.encoder = AutoModel.from_config(encoder_config)
+        hidden = encoder_config.hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.dense = nn.Linear(4 * hidden, hidden)
+        self.classifier = nn.Linear(hidden, int(config.num_labels or 0))
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        spans: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        if input_ids is None or spans is None:
+            raise ValueError("give input_ids, attention_mask and spans (B, 2, 2)")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        kwargs.pop("return_dict", None)
+        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        hidden = outputs.last_hidden_state  # (B, T, H)
+        if self.config.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            sentence = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            sentence = hidden[:, 0]
+        position = torch.arange(hidden.shape[1], device=hidden.device)
+        inside = ((position >= spans[..., :1]) & (position < spans[..., 1:])).to(hidden.dtype)  # (B, 2, T)
+        pooled = torch.einsum("bat,bth->bah", inside, hidden) / inside.sum(-1, keepdim=True).clamp(min=1.0)
+        a, b = pooled[:, 0], pooled[:, 1]
+        features = torch.cat([sentence, a, b, a * b], dim=-1)
+        logits = self.classifier(self.dropout(torch.tanh(self.dense(self.dropout(features)))))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, self.config.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
+        )
