@@ -310,3 +310,18 @@ def _summary(collection) -> list:
         out.append((sorted((m.start, m.end, m.type, round(m.score or 0, 4)) for m in d.mentions),
                     sorted((r.type, *(spans[i] for _, i in r.arguments), round(r.probability or 0, 4)) for r in d.relations)))
     return out
+
+
+def test_predict_command_reads_jsonl_pairs(model_dir, tmp_path, capsys):
+    good = tmp_path / "pairs.jsonl"
+    good.write_text(json.dumps({"id": "a", "text": "aspirin inhibits the receptor .",
+                                "entities": [{"start": 0, "end": 7}, {"start": 21, "end": 29}]}) + "\n")
+    assert main(["predict", str(model_dir), "--task", "span-rel", "--input", str(good), "--precision", "fp32"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["id"] == "a" and row["label"] in ("CPR:3", "CPR:4", "false") and set(row["probabilities"]) == {"CPR:3", "CPR:4", "false"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(good.read_text() + json.dumps({"text": "aspirin inhibits", "entities": [{"start": 0, "end": 7}]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(model_dir), "--task", "span-rel", "--input", str(bad), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: 'entities' must list exactly two argument spans" in err and not out.exists()
