@@ -55,13 +55,15 @@ SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 
 def variant_changes(name: str, profile: dict[str, Any], dev_only: bool = True) -> dict[str, Any]:
     """The profile keys a variant changes (deep-merged over the profile); ``dev_only``: the retrained runs skip
     the test set. ``a+b`` combines variants."""
+    from biomtl.config import RunConfig
     from biomtl.experiments.schema import deep_merge
 
     skip_test = {"evaluate_test": False} if dev_only else {}
     # a changed run skips the test set; a run the variant leaves as it is stays reusable (same settings)
     section = {s: dict(skip_test) for s in ("st", "mtl", "mtl_ft")}
     changes: dict[str, Any] = {}
-    epochs = {s: (profile.get(s) or {}).get("epochs") or (profile.get("base") or {}).get("epochs") or 3
+    default = RunConfig.__dataclass_fields__["epochs"].default  # what a run uses when the profile names none
+    epochs = {s: (profile.get(s) or {}).get("epochs") or (profile.get("base") or {}).get("epochs") or default
               for s in ("st", "mtl", "mtl_ft")}
     for part in name.split("+"):
         if part == "keep_heads":
