@@ -58,7 +58,6 @@ from biomtl.predict import Predictor  # noqa: E402
 from biomtl.train import train  # noqa: E402
 
 CHEMICAL_NER, GENE_NER, RELATIONS = "bc5cdr-chemical", "bc2gm", "chemprot"
-TASKS = [CHEMICAL_NER, GENE_NER, RELATIONS]
 # entity type scored → (type the NER head predicts, ChemProt's gold types)
 NER_TYPES = {"Chemical": ("Chemical", (chemprot.CHEMICAL,)), "Gene": ("GENE", chemprot.GENES)}
 
@@ -83,8 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reference", action="store_true", help="also score each head on its prepared test file")
     p.add_argument("--show", type=int, default=0, help="print N correct end-to-end relations with their text")
+    p.add_argument("--relation-tasks", default=RELATIONS,
+                   help="comma-separated relation heads trained beside the two NER heads and scored each "
+                        "(chemprot: masked pairs, BLUE's form; chemprot-spans: a span_relation head on the plain sentence)")
     p.add_argument("--json-out", default=None)
     return p.parse_args(argv)
+
+
+def relation_tasks(args: argparse.Namespace) -> list[str]:
+    return [t.strip() for t in args.relation_tasks.split(",") if t.strip()]
 
 
 def train_model(args: argparse.Namespace, dirs: DataDirs) -> tuple[Path, float | None]:
@@ -93,7 +99,7 @@ def train_model(args: argparse.Namespace, dirs: DataDirs) -> tuple[Path, float |
     if best.is_dir():
         return best, None
     config = RunConfig(
-        tasks=TASKS, output_dir=args.out, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+        tasks=[CHEMICAL_NER, GENE_NER, *relation_tasks(args)], output_dir=args.out, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, head_lr=args.head_lr, pooling="mean", max_length=args.max_length,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
         num_threads=args.threads, device="cpu", precision="fp32", save_predictions=False, evaluate_test=False,
@@ -197,14 +203,15 @@ def main(argv: list[str] | None = None) -> None:
     docs = test_documents(corpora, args.abstracts)
     gold = gold_relations(docs)
     predictor = Predictor.load(model_dir, precision="fp32")
-    with Timer() as gold_t:
-        with_gold = annotate(predictor, as_collection(docs, True), "chemprot-test", [RELATIONS], {ALL})
-    with Timer() as e2e_t:
-        raw = annotate(predictor, as_collection(docs, False), "chemprot-test")
-    relations = {
-        "gold entities": prf(gold, predicted_relations(with_gold)),
-        "predicted entities (end to end)": prf(gold, predicted_relations(raw)),
-    }
+    relations, seconds = {}, {}
+    for task in relation_tasks(args):
+        with Timer() as gold_t:
+            with_gold = annotate(predictor, as_collection(docs, True), "chemprot-test", [task], {ALL})
+        with Timer() as e2e_t:
+            raw = annotate(predictor, as_collection(docs, False), "chemprot-test", [CHEMICAL_NER, GENE_NER, task])
+        relations[f"{task}, gold entities"] = prf(gold, predicted_relations(with_gold))
+        relations[f"{task}, predicted entities (end to end)"] = prf(gold, predicted_relations(raw))
+        seconds[task] = {"gold_entities": gold_t.seconds, "end_to_end": e2e_t.seconds}
     ner = ner_scores(docs, raw)
     n_sentences = sum(len(split_sentences(doc, i)) for i, doc in enumerate(as_collection(docs, False).documents))
     reference = reference_scores(model_dir, dirs) if args.reference else None
@@ -226,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
         ["entities (end to end)", "precision", "recall", "F1", "correct", "gold", "predicted"],
         [[k, v["precision"], v["recall"], v["f1"], v["correct"], v["gold"], v["predicted"]] for k, v in ner.items()],
     ))
-    print(f"\nannotation: gold entities {gold_t.seconds:.1f} s, end to end {e2e_t.seconds:.1f} s "
-          f"({len(docs) / e2e_t.seconds:.2f} abstracts/s, shared machine)")
+    for task, t in seconds.items():
+        print(f"annotation with {task}: gold entities {t['gold_entities']:.1f} s, end to end {t['end_to_end']:.1f} s "
+              f"({len(docs) / t['end_to_end']:.2f} abstracts/s)")
     if reference is not None:
         print("prepared test files: " + ", ".join(f"{t} {json.dumps({k: round(v, 4) for k, v in s.items()})}"
                                                   for t, s in reference.items()))
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": info, "command": command_line(), "args": vars(args), "train_seconds": train_s,
         "run": run_result, "abstracts": len(docs), "sentences": n_sentences, "gold_relations": len(gold),
         "reachable_gold_relations": reachable(docs, gold), "relations": relations, "ner": ner,
-        "annotate_seconds": {"gold_entities": gold_t.seconds, "end_to_end": e2e_t.seconds},
+        "annotate_seconds": seconds,
         "reference_test_scores": reference,
     })
 
