@@ -223,11 +223,9 @@ class Predictor:
             feature = None
             if found is not None:
                 piece, windows = found
-                for f, window in windows:
-                    feature = task_type.pair_in_windows([window], piece, (a, b))
-                    if feature is not None:
-                        kept.append((p, f, feature))
-                        break
+                feature = task_type.pair_in_windows([window for _, window in windows], piece, (a, b))
+                if feature is not None:
+                    kept.append((p, windows[feature["window"]][0], feature))
             if feature is None:
                 fresh.append(p)
         rows: list[dict[str, Any]] = [{} for _ in pairs]

@@ -12,6 +12,7 @@ A data row (``format: jsonl``) is ``{"text": ..., "entities": [{"start": s, "end
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -62,11 +63,11 @@ def token_range(feature: Feature, words: list[int]) -> list[int]:
 
 def pair_feature(windows: list[Feature], arguments: tuple[list[int], list[int]]) -> Feature | None:
     """The first window that holds every word of both arguments, with the two arguments' ``spans``
-    (:func:`token_range`); ``None`` when no window holds both."""
+    (:func:`token_range`) and its index among ``windows`` (``window``); ``None`` when no window holds both."""
     needed = {w for words in arguments for w in words}
-    for window in windows:
+    for k, window in enumerate(windows):
         if needed <= set(window["word_index"]):
-            return {**window, "spans": [token_range(window, words) for words in arguments]}
+            return {**window, "spans": [token_range(window, words) for words in arguments], "window": k}
     return None
 
 
@@ -83,8 +84,10 @@ def own_window(
     return {**window, "spans": [token_range(window, words) for words in arguments]}
 
 
+@lru_cache(maxsize=4096)
 def sentence_words(text: str) -> list[tuple[str, int, int]]:
-    """The words a window is made of, as a tagging head reads them (a text without words reads as ``.``)."""
+    """The words a window is made of, as a tagging head reads them (a text without words reads as ``.``); cached,
+    as ``annotate`` asks once per candidate pair of a sentence (the list is not to be changed)."""
     return words_with_offsets(text) or [(".", 0, 0)]
 
 
@@ -169,12 +172,14 @@ class SpanRelationTask(ClassificationTask):
 
     def pair_in_windows(self, windows: list[Feature], text: str, spans: tuple[Span, Span]) -> Feature | None:
         """The feature :meth:`encode` gives for ``spans`` of ``text`` when it is one of ``windows`` (the
-        sentence's tagging windows, already encoded), with its ``spans``; else ``None``."""
+        sentence's tagging windows, already encoded), with its ``spans`` and which of ``windows`` it is
+        (``window``); else ``None``."""
         words = sentence_words(text)
         feature = pair_feature(windows, (argument_words(words, spans[0]), argument_words(words, spans[1])))
         if feature is None:
             return None
-        return {"input_ids": feature["input_ids"], "example_index": 0, "spans": feature["spans"], "target": -100}
+        return {"input_ids": feature["input_ids"], "example_index": 0, "spans": feature["spans"], "target": -100,
+                "window": feature["window"]}
 
     def collate(self, features: list[Feature], pad_id: int) -> Batch:
         batch = pad_inputs(features, pad_id)
