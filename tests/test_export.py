@@ -234,7 +234,7 @@ def test_hf_parity_is_checked_on_the_shipped_modeling_file(model_dir, tmp_path, 
     """The export loads what it wrote: a modeling file that pools another token fails the check, nothing is written."""
     from biomtl import export
 
-    broken = export.modeling_source().replace("pooled = hidden[:, 0]", "pooled = hidden[:, 1]")
+    broken = export.modeling_source().replace("return hidden[:, 0]", "return hidden[:, 1]")
     assert broken != export.modeling_source()
     monkeypatch.setattr(export, "modeling_source", lambda: broken)
     with pytest.raises(BiomtlError, match=r"^toy-rel: exported logits differ from PyTorch's by .* \(tolerance 0.0001\); nothing written$"):

@@ -26,6 +26,22 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 POOLING = ("cls", "mean")
 
 
+def _encoder(encoder_config: Any) -> nn.Module:
+    """The encoder without a pooler (BERT-family encoders build one by default; the heads do not use it)."""
+    try:
+        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(encoder_config)
+
+
+def _sentence_vector(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) → (B, H): the mean of the real tokens' states (padding excluded), or the [CLS] state."""
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return hidden[:, 0]
+
+
 class BiomtlSequenceClassifierConfig(PretrainedConfig):
     """The encoder's own config (``encoder_config``, any ``AutoModel`` type), the sentence vector (``pooling``:
     ``cls`` or ``mean``), the head's dropout; for multilabel tasks the decision threshold of each label
@@ -67,10 +83,7 @@ class BiomtlForSequenceClassification(PreTrainedModel):
     def __init__(self, config: BiomtlSequenceClassifierConfig) -> None:
         super().__init__(config)
         encoder_config: Any = config.encoder_config
-        try:  # BERT-family encoders build a pooler by default; the head does not use one
-            self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
-        except TypeError:
-            self.encoder = AutoModel.from_config(encoder_config)
+        self.encoder = _encoder(encoder_config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(encoder_config.hidden_size, int(config.num_labels or 0))
         self.post_init()
@@ -92,11 +105,7 @@ class BiomtlForSequenceClassification(PreTrainedModel):
         kwargs.pop("return_dict", None)
         outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         hidden = outputs.last_hidden_state  # (B, T, H)
-        if self.config.pooling == "mean":  # the mean of the real tokens' states, padding excluded
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:  # the [CLS] state
-            pooled = hidden[:, 0]
+        pooled = _sentence_vector(hidden, attention_mask, self.config.pooling)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -126,10 +135,7 @@ class BiomtlForSpanRelation(PreTrainedModel):
     def __init__(self, config: BiomtlSequenceClassifierConfig) -> None:
         super().__init__(config)
         encoder_config: Any = config.encoder_config
-        try:
-            self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
-        except TypeError:
-            self.encoder = AutoModel.from_config(encoder_config)
+        self.encoder = _encoder(encoder_config)
         hidden = encoder_config.hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.dense = nn.Linear(4 * hidden, hidden)
@@ -154,11 +160,7 @@ class BiomtlForSpanRelation(PreTrainedModel):
         kwargs.pop("return_dict", None)
         outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         hidden = outputs.last_hidden_state  # (B, T, H)
-        if self.config.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            sentence = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            sentence = hidden[:, 0]
+        sentence = _sentence_vector(hidden, attention_mask, self.config.pooling)
         position = torch.arange(hidden.shape[1], device=hidden.device)
         inside = ((position >= spans[..., :1]) & (position < spans[..., 1:])).to(hidden.dtype)  # (B, 2, T)
         pooled = torch.einsum("bat,bth->bah", inside, hidden) / inside.sum(-1, keepdim=True).clamp(min=1.0)
