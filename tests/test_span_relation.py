@@ -18,7 +18,7 @@ from biomtl.config import RunConfig
 from biomtl.errors import ConfigError, DataError
 from biomtl.formats import PREDICTED, read_documents
 from biomtl.model import load_tokenizer
-from biomtl.predict import Predictor
+from biomtl.predict import Predictor, WindowStates
 from biomtl.tasks import load_dataset_spec, make_task
 from biomtl.tasks.base import HeadSettings, InvalidLabel
 from biomtl.tasks.span_relation import SpanPairHead, parse_spans
@@ -222,6 +222,54 @@ def test_annotate_scores_pairs_from_the_ner_pass(predictor, tmp_path, monkeypatc
         assert out["label"] == r.type
         for label, p in (r.probabilities or {}).items():
             assert abs(out["probabilities"][label] - p) < 1e-5
+
+
+def test_annotate_groups_reads_each_text_as_one_sentence(predictor):
+    """annotate's sentences are read as they are (a second split would leave a span head's pairs that cross it
+    without a window of the NER pass)."""
+    states = WindowStates()
+    text = "Aspirin binds the receptor. Heparin binds it."
+    predictor.annotate_groups([text], [0], ["span-chem"], states)
+    assert [piece for _, _, piece in states.pieces] == [text]
+    assert states.windows_of(0) is not None
+
+
+def test_pairs_no_window_holds_share_a_window_of_their_own(predictor, monkeypatch):
+    """In a sentence longer than the window, a pair that no window of the NER pass holds whole is read from
+    the window that starts at its first argument (as in training): encoded once for all pairs that start
+    there, with the probabilities the pair's own encoding gives."""
+    text = "aspirin binding the receptor of cells " + "with patients " * 12 + "heparin inhibits the protein and receptor ."
+
+    def span(word: str, last: bool = False) -> tuple[int, int]:
+        start = text.rindex(word) if last else text.index(word)
+        return start, start + len(word)
+
+    pairs = [
+        (0, span("aspirin"), span("receptor")),  # in the first window
+        (0, span("heparin"), span("protein")),  # in the last window
+        (0, span("aspirin"), span("protein")),  # in none: the window from "aspirin" ...
+        (0, span("aspirin"), span("receptor", last=True)),  # ... shared
+        (0, span("heparin"), span("receptor")),  # in none: the window from the first "receptor"
+    ]
+    states = WindowStates()
+    predictor.annotate_groups([text], [0], ["span-chem"], states)
+    assert len(states.features) > 1  # the sentence is read in several windows
+    calls = []
+    forward = predictor.model.encoder.forward
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(predictor.model.encoder, "forward", counting)
+    rows = predictor.score_spans("span-rel", [text], pairs, states)
+    assert [shape[0] for shape in calls] == [2], calls  # one pass, two windows for the three pairs no window holds
+    monkeypatch.undo()
+    alone = predictor.predict("span-rel", [{"text": text, "entities": [{"start": s, "end": e} for s, e in (a, b)]}
+                                           for _, a, b in pairs], source="pairs")
+    for row, out in zip(rows, alone, strict=True):
+        assert row["label"] == out["label"]
+        assert max(abs(row["probabilities"][k] - p) for k, p in out["probabilities"].items()) < 1e-5
 
 
 GOLD = (

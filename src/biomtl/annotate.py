@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection as Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from biomtl.corpora.masking import mask_pair
 from biomtl.errors import BiomtlError
@@ -108,12 +108,10 @@ def annotate(
         _check_sources(predictor, name, predicted_types, input_types, source)
 
     span_heads = [name for name in plan.relations if predictor.model.tasks[name].argument_input == "spans"]
-    docs = collection.documents
     # Span heads read the NER pass's encoder states again: documents go in parts of about STATES_SENTENCES
     # sentences, so that the states kept stay bounded whatever the input's size.
-    parts = _parts(docs, STATES_SENTENCES) if span_heads else [docs]
-    for part in parts:
-        _annotate_part(predictor, plan, part, bool(span_heads), predicted_types, keep_input, source)
+    for docs, sentences in _parts(collection.documents, STATES_SENTENCES if span_heads else None):
+        _annotate_part(predictor, plan, docs, sentences, bool(span_heads), predicted_types, keep_input, source)
     return collection
 
 
@@ -121,26 +119,26 @@ STATES_SENTENCES = 2048
 """About how many sentences' encoder states ``annotate`` keeps at once for span relation heads."""
 
 
-def _parts(docs: list[Document], sentences: int) -> list[list[Document]]:
-    """``docs`` in order, cut into parts of about ``sentences`` sentences (passages split as annotate splits them)."""
-    parts: list[list[Document]] = [[]]
-    count = 0
-    for i, doc in enumerate(docs):
-        n = len(split_sentences(doc, i))
-        if parts[-1] and count + n > sentences:
-            parts.append([])
-            count = 0
-        parts[-1].append(doc)
-        count += n
+def _parts(docs: list[Document], sentences: int | None) -> list[tuple[list[Document], list[Sentence]]]:
+    """``docs`` in order, cut into parts of about ``sentences`` sentences (all in one part if ``None``), each
+    with its sentences (:func:`split_sentences`; ``Sentence.doc`` counts within the part)."""
+    parts: list[tuple[list[Document], list[Sentence]]] = [([], [])]
+    for doc in docs:
+        split = split_sentences(doc, 0)
+        if parts[-1][0] and sentences is not None and len(parts[-1][1]) + len(split) > sentences:
+            parts.append(([], []))
+        part_docs, part_sentences = parts[-1]
+        part_sentences.extend(replace(s, doc=len(part_docs)) for s in split)
+        part_docs.append(doc)
     return parts
 
 
 def _annotate_part(
-    predictor: Predictor, plan: Plan, docs: list[Document], spans: bool, predicted_types: set[str],
-    keep_input: Set[str], source: str,
+    predictor: Predictor, plan: Plan, docs: list[Document], sentences: list[Sentence], spans: bool,
+    predicted_types: set[str], keep_input: Set[str], source: str,
 ) -> None:
-    """Entities, document labels and relations of ``docs``; ``spans``: keep the encoder states for span heads."""
-    sentences = [s for i, doc in enumerate(docs) for s in split_sentences(doc, i)]
+    """Entities, document labels and relations of ``docs`` (split into ``sentences``); ``spans``: keep the
+    encoder states for span heads."""
     heads = plan.ner + plan.documents
     states = WindowStates() if spans else None  # the NER pass's encoder states, read again by span heads
     if (heads or spans) and sentences:

@@ -182,7 +182,8 @@ class Predictor:
     def annotate_groups(
         self, texts: list[str], groups: list[int], tasks: list[str], states: WindowStates | None = None
     ) -> tuple[list[list[dict[str, Any]]], list[dict[str, dict[str, Any]]]]:
-        """Texts (sentences) that belong to groups (documents), annotated in one encoder pass per window:
+        """Texts (sentences, each read as it is: not split again) that belong to groups (documents), annotated
+        in one encoder pass per window:
         each text's ``entities`` from the token-level heads, and each group's prediction from every sentence
         head, decoded from the element-wise maximum over the group's texts of their logits. A label that any
         sentence has is the document's label (how HoC is scored); its probability is that sentence's.
@@ -191,7 +192,7 @@ class Predictor:
 
         >>> p.annotate_groups(["Aspirin.", "Cancer grows."], [0, 0], ["bc5cdr-chemical", "hoc"])  # doctest: +SKIP
         """
-        found, logits = self._read_windows(texts, tasks, states)
+        found, logits = self._read_windows(texts, tasks, states, split=False)
         n_groups = max(groups, default=-1) + 1
         labels: list[dict[str, dict[str, Any]]] = [{} for _ in range(n_groups)]
         for t, per_text in logits.items():
@@ -212,11 +213,12 @@ class Predictor:
         self, task: str, texts: list[str], pairs: list[tuple[int, tuple[int, int], tuple[int, int]]], states: WindowStates
     ) -> list[dict[str, Any]]:
         """A span relation head's prediction for each pair ``(text, span, span)`` of argument spans of
-        ``texts[text]``: from the encoder states in ``states`` (no encoder pass) where one of the sentence's
-        windows holds both arguments, else from an encoder pass of the pair's own feature, as in training."""
+        ``texts[text]``, read from the encoder states of the window :meth:`encode <biomtl.tasks.span_relation.
+        SpanRelationTask.encode>` gives the pair in training: one of the sentence's windows kept in ``states``
+        (no encoder pass), else a window of the pair's own, encoded once for all the pairs that read it."""
         task_type = self.model.tasks[task]
-        head = self.model.heads[task]
-        kept: list[tuple[int, int, Feature]] = []  # (pair, feature index in states, feature)
+        features: list[Feature] = []
+        hidden: list[torch.Tensor | None] = []  # per pair: the states of its window (``None``: not encoded yet)
         fresh: list[int] = []
         for p, (i, a, b) in enumerate(pairs):
             found = states.windows_of(i)
@@ -224,45 +226,84 @@ class Predictor:
             if found is not None:
                 piece, windows = found
                 feature = task_type.pair_in_windows([window for _, window in windows], piece, (a, b))
-                if feature is not None:
-                    kept.append((p, windows[feature["window"]][0], feature))
             if feature is None:
                 fresh.append(p)
-        rows: list[dict[str, Any]] = [{} for _ in pairs]
-        kept.sort(key=lambda item: len(item[2]["input_ids"]))
-        for start in range(0, len(kept), self.batch_size):
-            chunk = kept[start : start + self.batch_size]
-            feats = [feature for _, _, feature in chunk]
-            length = max(len(f["input_ids"]) for f in feats)
-            first = states.hidden[chunk[0][1]]
-            hidden = first.new_zeros((len(chunk), length, first.shape[-1]))
-            for r, (_, f, _) in enumerate(chunk):
-                hidden[r, : len(states.hidden[f])] = states.hidden[f]
-            batch = task_type.collate(feats, self.model.tokenizer.pad_token_id)
+                hidden.append(None)
+            else:
+                hidden.append(states.hidden[windows[feature["window"]][0]])
+            features.append(feature or {})
+        examples = [Example(id=str(p), text=texts[pairs[p][0]], meta={"entities": pairs[p][1:]}) for p in fresh]
+        for p, feature in zip(fresh, task_type.encode(examples, self.model.tokenizer, self.model.max_length), strict=True):
+            features[p] = feature
+        for p, states_of in self._encode_windows([features[p] for p in fresh]).items():
+            hidden[fresh[p]] = states_of
+        ready = [h for h in hidden if h is not None]
+        assert len(ready) == len(pairs), "every pair's window is encoded"
+        return self._span_head(task, features, ready)
+
+    def _encode_windows(self, features: list[Feature]) -> dict[int, torch.Tensor]:
+        """The encoder states ``(length, H)`` of each feature's ``input_ids``; a window that several features
+        share is encoded once."""
+        by_ids: dict[tuple[int, ...], list[int]] = {}
+        for k, feature in enumerate(features):
+            by_ids.setdefault(tuple(feature["input_ids"]), []).append(k)
+        windows = sorted(by_ids, key=len)
+        out: dict[int, torch.Tensor] = {}
+        for start in range(0, len(windows), self.batch_size):
+            chunk = windows[start : start + self.batch_size]
+            batch = pad_inputs([{"input_ids": list(ids)} for ids in chunk], self.model.tokenizer.pad_token_id)
             with autocast(self.device, self.dtype):
-                logits = head(hidden.to(self.device), batch["attention_mask"].to(self.device),
-                              **{k: v.to(self.device) for k, v in task_type.head_inputs(batch).items()})
-            for (p, _, _), pred in zip(chunk, task_type.decode(logits.float().cpu(), feats), strict=True):
+                encoded = self.model.encode({k: v.to(self.device) for k, v in batch.items()})
+            for row, ids in enumerate(chunk):
+                window = encoded[row, : len(ids)].cpu()
+                for k in by_ids[ids]:
+                    out[k] = window
+        return out
+
+    def _span_head(self, task: str, features: list[Feature], hidden: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """Each pair's output row from its feature (``spans``) and its window's encoder states; the pairs that
+        read one window (the same tensor) share its states in the head's batch, not a copy each."""
+        task_type = self.model.tasks[task]
+        head = self.model.heads[task]
+        windows: list[torch.Tensor] = []
+        pairs_of: dict[int, list[int]] = {}  # id of a window's tensor -> its pairs
+        for p, states_of in enumerate(hidden):
+            if id(states_of) not in pairs_of:
+                windows.append(states_of)
+            pairs_of.setdefault(id(states_of), []).append(p)
+        windows.sort(key=len)
+        rows: list[dict[str, Any]] = [{} for _ in features]
+        for start in range(0, len(windows), self.batch_size):
+            chunk = windows[start : start + self.batch_size]
+            members = [(r, p) for r, states_of in enumerate(chunk) for p in pairs_of[id(states_of)]]
+            feats = [features[p] for _, p in members]
+            padded = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+            lengths = torch.tensor([len(states_of) for states_of in chunk])
+            mask = (torch.arange(padded.shape[1]) < lengths.unsqueeze(1)).long()
+            inputs = task_type.head_inputs(task_type.collate(feats, self.model.tokenizer.pad_token_id))
+            window = torch.tensor([r for r, _ in members])
+            with autocast(self.device, self.dtype):
+                logits = head(padded.to(self.device), mask.to(self.device), window=window.to(self.device),
+                              **{k: v.to(self.device) for k, v in inputs.items()})
+            for (_, p), pred in zip(members, task_type.decode(logits.float().cpu(), feats), strict=True):
                 rows[p] = task_type.output_row(Example(id=str(p)), pred)
-        if fresh:
-            examples = [Example(id=str(p), text=texts[pairs[p][0]], meta={"entities": pairs[p][1:]}) for p in fresh]
-            features = task_type.encode(examples, self.model.tokenizer, self.model.max_length)
-            preds = predict_features(self.model, task, features, len(examples), self.batch_size, self.device, self.dtype)
-            for p, ex, pred in zip(fresh, examples, preds, strict=True):
-                rows[p] = task_type.output_row(ex, pred)
         return rows
 
     @torch.inference_mode()
     def _read_windows(
-        self, texts: list[str], tasks: list[str], states: WindowStates | None = None
+        self, texts: list[str], tasks: list[str], states: WindowStates | None = None, split: bool = True
     ) -> tuple[dict[str, list[list[dict[str, Any]]]], dict[str, list[torch.Tensor]]]:
-        """Run ``tasks`` over the sentences of ``texts`` (:func:`sentence_pieces`), each sentence in its own
-        word windows (the encoder once per window, every head on the same states). Returns, per token-level
-        head, each text's entities with offsets into the text; per sentence head, each text's logits averaged
-        over the windows of its sentences."""
+        """Run ``tasks`` over the sentences of ``texts`` (:func:`sentence_pieces`; with ``split=False`` each
+        text is one sentence already), each sentence in its own word windows (the encoder once per window,
+        every head on the same states). Returns, per token-level head, each text's entities with offsets into
+        the text; per sentence head, each text's logits averaged over the windows of its sentences."""
         self.model.eval()
         # (text, start, sentence); a sentence is one example of the heads, its windows its features
-        pieces = [(i, start, piece) for i, text in enumerate(texts) for start, piece in sentence_pieces(text)]
+        pieces = [
+            (i, start, piece)
+            for i, text in enumerate(texts)
+            for start, piece in (sentence_pieces(text) if split else [(0, text)])
+        ]
         # Word windows as token-level heads see them (a text without words reads as "."); sentence heads
         # read the [CLS] of the same windows.
         words = [[w for w, _, _ in words_with_offsets(piece)] or ["."] for _, _, piece in pieces]

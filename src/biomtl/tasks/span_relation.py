@@ -12,6 +12,7 @@ A data row (``format: jsonl``) is ``{"text": ..., "entities": [{"start": s, "end
 
 from __future__ import annotations
 
+import bisect
 from functools import lru_cache
 from typing import Any
 
@@ -44,15 +45,20 @@ def argument_words(words: list[tuple[str, int, int]], span: Span) -> list[int]:
     [0, 1, 2]
     """
     start, end = span
-    return [i for i, (_, s, e) in enumerate(words) if s < end and e > start]
+    i = bisect.bisect_right(words, start, key=lambda word: word[2])  # the first word that ends after start
+    found = []
+    while i < len(words) and words[i][1] < end:
+        found.append(i)
+        i += 1
+    return found
 
 
 def token_range(feature: Feature, words: list[int]) -> list[int]:
     """``[first, end)`` sub-word positions of ``words`` in a window feature: from the first word's first
     sub-word to the next word's (or ``[SEP]``). Words outside the window are left out; an argument with no
     word in it is read from the window's last sub-word."""
-    index = {w: k for k, w in enumerate(feature["word_index"])}
-    inside = [index[w] for w in words if w in index]
+    first_word, n = feature["word_index"][0], len(feature["word_index"])  # a window's words are consecutive
+    inside = [w - first_word for w in words if 0 <= w - first_word < n]
     sep = len(feature["input_ids"]) - 1
     if not inside:
         return [sep - 1, sep]
@@ -64,9 +70,10 @@ def token_range(feature: Feature, words: list[int]) -> list[int]:
 def pair_feature(windows: list[Feature], arguments: tuple[list[int], list[int]]) -> Feature | None:
     """The first window that holds every word of both arguments, with the two arguments' ``spans``
     (:func:`token_range`) and its index among ``windows`` (``window``); ``None`` when no window holds both."""
-    needed = {w for words in arguments for w in words}
+    needed = [w for words in arguments for w in words]
+    lo, hi = (min(needed), max(needed)) if needed else (windows[0]["word_index"][0], windows[0]["word_index"][0])
     for k, window in enumerate(windows):
-        if needed <= set(window["word_index"]):
+        if window["word_index"][0] <= lo and hi <= window["word_index"][-1]:  # a window's words are consecutive
             return {**window, "spans": [token_range(window, words) for words in arguments], "window": k}
     return None
 
@@ -75,11 +82,12 @@ def own_window(
     pieces: list[list[int]], arguments: tuple[list[int], list[int]], max_length: int, cls_id: int, sep_id: int,
     example_index: int,
 ) -> Feature:
-    """A window for a pair that no sentence window holds whole: the words from the earlier argument's first
-    word to the later one's last, cut to ``max_length`` (an argument cut off is read from the last sub-word)."""
+    """A window for a pair that no sentence window holds whole: the sentence's words from the earlier
+    argument's first word on, as many as fit in ``max_length`` (the first window of that tail; an argument
+    cut off is read from the last sub-word). It depends only on where the pair starts, so the pairs of a long
+    sentence that start at the same word share it: ``annotate`` encodes it once for all of them."""
     lo = min(min(words) for words in arguments)
-    hi = max(max(words) for words in arguments) + 1
-    window = window_features(pieces[lo:hi], max_length, cls_id, sep_id, example_index)[0]
+    window = window_features(pieces[lo:], max_length, cls_id, sep_id, example_index)[0]
     window = {**window, "word_index": [w + lo for w in window["word_index"]]}
     return {**window, "spans": [token_range(window, words) for words in arguments]}
 
@@ -120,15 +128,33 @@ class SpanPairHead(nn.Module):
         self.dense = nn.Linear(4 * hidden_size, hidden_size)
         self.out = nn.Linear(hidden_size, n_out)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
-        # hidden (B, T, H), spans (B, 2, 2) of [start, end) sub-word positions → logits (B, n_out)
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, spans: torch.Tensor, window: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # hidden (B, T, H), spans (B, 2, 2) of [start, end) sub-word positions → logits (B, n_out). With
+        # ``window`` (B,), hidden is (W, T, H): each pair reads row window[b] (pairs of one window share its states).
         sentence = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
-        position = torch.arange(hidden.shape[1], device=hidden.device)
-        inside = ((position >= spans[..., :1]) & (position < spans[..., 1:])).to(hidden.dtype)  # (B, 2, T)
-        pooled = torch.einsum("bat,bth->bah", inside, hidden) / inside.sum(-1, keepdim=True).clamp(min=1.0)
+        if window is None:
+            position = torch.arange(hidden.shape[1], device=hidden.device)
+            inside = ((position >= spans[..., :1]) & (position < spans[..., 1:])).to(hidden.dtype)  # (B, 2, T)
+            pooled = torch.einsum("bat,bth->bah", inside, hidden) / inside.sum(-1, keepdim=True).clamp(min=1.0)
+        else:
+            sentence = sentence[window]
+            pooled = span_means(hidden, window, spans)
         a, b = pooled[:, 0], pooled[:, 1]
         features = torch.cat([sentence, a, b, a * b], dim=-1)
         return self.out(self.dropout(torch.tanh(self.dense(self.dropout(features)))))
+
+
+def span_means(hidden: torch.Tensor, window: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """The mean state of each ``[start, end)`` span (``spans`` (B, 2, 2)) of row ``window[b]`` of ``hidden``
+    (W, T, H), from running sums (in fp32), without a copy of the states per pair → (B, 2, H)."""
+    sums = torch.cat([hidden.new_zeros(hidden.shape[0], 1, hidden.shape[2], dtype=torch.float32),
+                      hidden.float().cumsum(1)], dim=1)  # (W, T + 1, H)
+    start, end = spans[..., 0], spans[..., 1]  # (B, 2)
+    rows = window.unsqueeze(1).expand_as(start)
+    count = (end - start).clamp(min=1).unsqueeze(-1).to(torch.float32)
+    return ((sums[rows, end] - sums[rows, start]) / count).to(hidden.dtype)
 
 
 class SpanRelationTask(ClassificationTask):
@@ -156,15 +182,18 @@ class SpanRelationTask(ClassificationTask):
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         """The sentence's window that holds both arguments (as ``annotate`` finds it among its NER windows), else
         a window of its own around them."""
-        words = [sentence_words(ex.text or "") for ex in examples]
-        pieces = word_pieces([[w for w, _, _ in ws] for ws in words], tokenizer)
+        texts = list(dict.fromkeys(ex.text or "" for ex in examples))  # a sentence's pairs share its windows
+        words = {text: sentence_words(text) for text in texts}
+        pieces = dict(zip(texts, word_pieces([[w for w, _, _ in words[t]] for t in texts], tokenizer), strict=True))
         cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+        windows = {text: window_features(pieces[text], max_length, cls_id, sep_id) for text in texts}
         features = []
         for i, ex in enumerate(examples):
-            spans = ex.meta["entities"]
-            arguments = (argument_words(words[i], spans[0]), argument_words(words[i], spans[1]))
-            windows = window_features(pieces[i], max_length, cls_id, sep_id, i)
-            feature = pair_feature(windows, arguments) or own_window(pieces[i], arguments, max_length, cls_id, sep_id, i)
+            text, spans = ex.text or "", ex.meta["entities"]
+            arguments = (argument_words(words[text], spans[0]), argument_words(words[text], spans[1]))
+            feature = pair_feature(windows[text], arguments) or own_window(
+                pieces[text], arguments, max_length, cls_id, sep_id, i
+            )
             features.append(
                 {"input_ids": feature["input_ids"], "example_index": i, "spans": feature["spans"], "target": self.target(ex)}
             )
