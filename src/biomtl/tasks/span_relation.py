@@ -181,7 +181,7 @@ class SpanRelationTask(ClassificationTask):
 
     def encode(self, examples: list[Example], tokenizer: Any, max_length: int) -> list[Feature]:
         """The sentence's window that holds both arguments (as ``annotate`` finds it among its NER windows), else
-        a window of its own around them."""
+        a window of its own from the first argument on (:func:`own_window`)."""
         texts = list(dict.fromkeys(ex.text or "" for ex in examples))  # a sentence's pairs share its windows
         words = {text: sentence_words(text) for text in texts}
         pieces = dict(zip(texts, word_pieces([[w for w, _, _ in words[t]] for t in texts], tokenizer), strict=True))
