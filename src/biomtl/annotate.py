@@ -107,7 +107,7 @@ def annotate(
     for name in plan.relations:
         _check_sources(predictor, name, predicted_types, input_types, source)
 
-    span_heads = [name for name in plan.relations if predictor.model.tasks[name].argument_input == "spans"]
+    span_heads = [name for name in plan.relations if predictor.model.tasks[name].reads_spans]
     # Span heads read the NER pass's encoder states again: documents go in parts of about STATES_SENTENCES
     # sentences, so that the states kept stay bounded whatever the input's size.
     for docs, sentences in _parts(collection.documents, STATES_SENTENCES if span_heads else None):
@@ -223,7 +223,7 @@ def _relations(
     """Score every candidate pair of ``task`` in one batched call and add the relations found: masked copies of
     the sentence, or (span relation heads) the argument spans read from the sentence's ``states``."""
     spec = predictor.model.specs[task]
-    spans = predictor.model.tasks[task].argument_input == "spans"
+    spans = predictor.model.tasks[task].reads_spans
 
     def usable(m: Mention) -> bool:
         """A mention of this task's arguments, from the source its type reads from."""

@@ -653,7 +653,7 @@ def _all_outputs(model: MultiTaskModel, batch: dict[str, torch.Tensor], tasks: l
     """Every head's logits (or ``tasks``') on one encoder pass; span relation heads read ``batch["spans"]``."""
     hidden = model.encode(batch)
     names = list(model.heads) if tasks is None else tasks
-    span_heads = [t for t in names if model.tasks[t].argument_input == "spans"]
+    span_heads = [t for t in names if model.tasks[t].reads_spans]
     outputs = model.run_heads(hidden, batch, [t for t in names if t not in span_heads])
     for t in span_heads:
         outputs[t] = model.heads[t](hidden, batch["attention_mask"], spans=batch["spans"])
@@ -673,7 +673,7 @@ def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
     except ImportError:
         raise BiomtlError("--format onnx needs onnx and onnxruntime: pip install 'biomtl[onnx]'") from None
     batch = parity_batch(model)
-    has_spans = any(task.argument_input == "spans" for task in model.tasks.values())
+    has_spans = any(task.reads_spans for task in model.tasks.values())
     if has_spans:
         batch["spans"] = parity_spans(batch)
     lines, tasks = [], []
@@ -687,7 +687,7 @@ def export_onnx(model: MultiTaskModel, out: Path, source: str) -> list[str]:
     if not tasks:
         raise BiomtlError(f"{source}: no head scores each input on its own; nothing to export")
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in batch else [])
-    names += ["spans"] if has_spans and any(model.tasks[t].argument_input == "spans" for t in tasks) else []
+    names += ["spans"] if has_spans and any(model.tasks[t].reads_spans for t in tasks) else []
     inputs = tuple(batch[n] for n in names)
     axes = {n: {0: "batch", 1: "length"} for n in names}
     if "spans" in axes:

@@ -224,7 +224,7 @@ class MultiTaskModel(nn.Module):
         """Heads that read the encoder states alone, on states already computed; ``None``: every such head (a span
         relation head also reads its pair's argument spans: :meth:`forward` or ``Predictor.score_spans``)."""
         if tasks is None:
-            tasks = [t for t in self.heads if self.tasks[t].argument_input != "spans"]
+            tasks = [t for t in self.heads if not self.tasks[t].reads_spans]
         return {t: self.heads[t](hidden, batch["attention_mask"]) for t in tasks}
 
     # -- saving -----------------------------------------------------------------------------------------

@@ -101,6 +101,12 @@ class TaskType(Protocol):
         or ``""`` (not a relation task)."""
         ...
 
+    @property
+    def reads_spans(self) -> bool:
+        """Whether the head reads argument spans of the plain sentence (``argument_input == "spans"``): its
+        pairs are scored from the encoder states of the sentence's windows, not one pass per pair."""
+        ...
+
     def parse_entities(self, text: str, raw: Any) -> Any:
         """A data row's ``entities`` field (``columns.entities``) → the value stored in
         ``Example.meta["entities"]``; raises :class:`InvalidLabel` (types that read no spans always do)."""
@@ -299,6 +305,10 @@ class TaskBase:
     @property
     def argument_input(self) -> str:
         return "masks" if self.spec.markers else ""
+
+    @property
+    def reads_spans(self) -> bool:
+        return self.argument_input == "spans"
 
     def parse_entities(self, text: str, raw: Any) -> Any:
         raise InvalidLabel(f"a {self.spec.type} task reads no 'entities' column (remove columns.entities)")
