@@ -104,7 +104,9 @@ class TaskType(Protocol):
     @property
     def reads_spans(self) -> bool:
         """Whether the head reads argument spans of the plain sentence (``argument_input == "spans"``): its
-        pairs are scored from the encoder states of the sentence's windows, not one pass per pair."""
+        pairs are scored from the encoder states of the sentence's windows, not one pass per pair. Such a
+        head also takes ``window`` (B,): the row of ``hidden`` (W, T, H) each pair reads, so that the pairs of
+        one window share its states (:meth:`biomtl.predict.Predictor.score_spans`)."""
         ...
 
     def parse_entities(self, text: str, raw: Any) -> Any:
