@@ -375,3 +375,36 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(model_dir):
         assert all(results[i].status_code == 200 for i in range(8) if i != 3)
         health = c.get("/health").json()
         assert health["requests"] == 8 and health["model_calls"] < 8  # shared forward passes
+
+
+def test_the_worker_waits_only_for_requests_on_their_way():
+    """A lone request runs at once, whatever the wait bound; a job waits (up to the bound) while a request
+    the server has received has not queued its job yet, and then the two run together."""
+    import asyncio
+
+    from biomtl.serve import MicroBatcher
+
+    calls: list[list[str]] = []
+    batcher = MicroBatcher(lambda key, payloads: calls.append(list(payloads)) or list(payloads), True, 3600.0, 100)
+    batcher.count_arrivals()
+    batcher.start()
+
+    async def scenario() -> None:
+        assert await asyncio.wait_for(batcher.submit(("k",), "a", 1), 60) == "a"  # alone: no wait
+        go = asyncio.Event()
+
+        async def on_its_way() -> str:
+            batcher.arrived()  # received (as the middleware counts it), its job not queued yet
+            await go.wait()
+            return await batcher.submit(("k",), "c", 1)
+
+        second = asyncio.create_task(on_its_way())
+        await asyncio.sleep(0)
+        first = asyncio.create_task(batcher.submit(("k",), "b", 1))
+        await asyncio.sleep(0.2)
+        go.set()
+        assert await asyncio.wait_for(asyncio.gather(first, second), 60) == ["b", "c"]
+
+    asyncio.run(scenario())
+    batcher.stop()
+    assert calls == [["a"], ["b", "c"]]

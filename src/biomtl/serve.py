@@ -25,6 +25,7 @@ Needs the ``serve`` extra (``pip install 'biomtl[serve]'``): importing this modu
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import json
 import logging
@@ -195,6 +196,9 @@ class MicroBatcher:
         self.jobs = 0
         self._queue: list[_Job] = []
         self._cond = threading.Condition()
+        # Requests received (HTTP) that have neither queued a job nor been answered; ``None`` until
+        # :class:`_Arrivals` counts them. The worker waits for more jobs only while some are on their way.
+        self._arriving: int | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._work, name="biomtl-serve-worker", daemon=True)
 
@@ -208,19 +212,45 @@ class MicroBatcher:
             self._cond.notify_all()
         self._thread.join()
 
+    def count_arrivals(self) -> None:
+        """From now on the worker waits only while a received request has not queued its job yet."""
+        with self._cond:
+            self._arriving = 0
+
+    def arrived(self) -> _Arrival:
+        with self._cond:
+            if self._arriving is not None:
+                self._arriving += 1
+        arrival = _Arrival()
+        _ARRIVAL.set(arrival)
+        return arrival
+
+    def settled(self, arrival: _Arrival) -> None:
+        """The request of ``arrival`` queued its job or was answered: it is no longer on its way."""
+        with self._cond:
+            if not arrival.settled and self._arriving is not None:
+                self._arriving -= 1
+                self._cond.notify_all()
+            arrival.settled = True
+
     async def submit(self, key: tuple, payload: Any, size: int) -> Any:
         loop = asyncio.get_running_loop()
         job = _Job(key, payload, size, loop.create_future(), loop)
+        arrival = _ARRIVAL.get(None)
         with self._cond:
             if self._stopping:
                 raise RequestError(503, "the server is shutting down")
             self._queue.append(job)
+            if arrival is not None and not arrival.settled and self._arriving is not None:
+                self._arriving -= 1
+                arrival.settled = True
             self._cond.notify_all()
         return await job.future
 
     def _take(self) -> list[_Job] | None:
         """The next jobs to run together: the oldest job and, batching, the queued jobs of its key (FIFO, up to
-        ``max_texts`` texts), after waiting until its wait bound for more."""
+        ``max_texts`` texts), after waiting until its wait bound for more while requests are on their way
+        (received, not yet queued): a lone request runs at once."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
@@ -233,7 +263,7 @@ class MicroBatcher:
             while not self._stopping:
                 queued = sum(j.size for j in self._queue if j.key == first.key)
                 left = deadline - time.monotonic()
-                if queued >= self.max_texts or left <= 0:
+                if queued >= self.max_texts or left <= 0 or self._arriving == 0:
                     break
                 self._cond.wait(left)
             taken: list[_Job] = []
@@ -256,6 +286,35 @@ class MicroBatcher:
                 results = [e] * len(jobs)
             for job, result in zip(jobs, results, strict=True):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result)
+
+
+@dataclass
+class _Arrival:
+    settled: bool = False
+
+
+_ARRIVAL: contextvars.ContextVar[_Arrival] = contextvars.ContextVar("biomtl_serve_arrival")
+"""The request being handled (set by :class:`_Arrivals`, read by :meth:`MicroBatcher.submit`)."""
+
+
+class _Arrivals:
+    """ASGI middleware: counts each HTTP request as on its way to the batcher until it queues a job or is
+    answered, so that the worker waits for more requests only when some are coming."""
+
+    def __init__(self, app: Any, batcher: MicroBatcher) -> None:
+        self.app = app
+        self.batcher = batcher
+        batcher.count_arrivals()
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        arrival = self.batcher.arrived()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.batcher.settled(arrival)
 
 
 def _resolve(future: asyncio.Future, result: Any) -> None:
@@ -469,6 +528,7 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
     )
     app.state.batcher = batcher
     app.add_middleware(_BodyLimit, limit=options.max_body_bytes)
+    app.add_middleware(_Arrivals, batcher=batcher)  # outermost: a request counts from its arrival
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     add_error_handlers(app)
