@@ -541,7 +541,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--max-texts", type=int, default=100, help="texts (documents, inputs, pairs) per request")
     p.add_argument("--max-chars", type=int, default=100_000, help="characters of text per request")
     p.add_argument("--no-batching", action="store_true", help="run requests one at a time, never combined")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long to wait for more requests to batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long to wait for more requests to batch while some are on their way (a lone one runs at once)")
     p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
     _predictor_flags(p)
     p.set_defaults(func=cmd_serve)

@@ -11,7 +11,8 @@ task or path, 405 wrong method, 413 over a limit, 415 unknown media type, 422 in
 
 Micro-batching: one worker thread runs the model. Requests wait in per-kind queues (one per task for
 ``/predict``, one per option set for ``/annotate``); when the worker is free it takes the oldest request's
-queue, waits at most ``max_wait_ms`` for more of the same kind, and runs them all as one predictor call.
+queue, waits at most ``max_wait_ms`` for more of the same kind while requests the server has received have
+not queued yet (a lone request runs at once), and runs them all as one predictor call.
 A text's numbers must not depend on what it is batched with, so the encoder runs each text padded to its
 own length bucket (:class:`BucketedEncoder`), and on a CPU ``biomtl serve`` asks MKL for strict conditional
 numerical reproducibility (``MKL_CBWR=AUTO,STRICT``), under which a matrix product's rows do not depend on
