@@ -192,8 +192,8 @@ def _annotated(predictor: Predictor, tmp_path: Path):
     return annotate(predictor, collection, str(path))
 
 
-def test_annotate_scores_pairs_from_the_ner_pass(predictor, tmp_path, monkeypatch):
-    assert plan_tasks(predictor).relations == ["span-rel"]
+def _count_encoder_calls(predictor: Predictor, monkeypatch) -> list:
+    """The input shape of every encoder call from now on (until ``monkeypatch`` is undone)."""
     calls = []
     forward = predictor.model.encoder.forward
 
@@ -202,6 +202,12 @@ def test_annotate_scores_pairs_from_the_ner_pass(predictor, tmp_path, monkeypatc
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(predictor.model.encoder, "forward", counting)
+    return calls
+
+
+def test_annotate_scores_pairs_from_the_ner_pass(predictor, tmp_path, monkeypatch):
+    assert plan_tasks(predictor).relations == ["span-rel"]
+    calls = _count_encoder_calls(predictor, monkeypatch)
     collection = _annotated(predictor, tmp_path)
     relations = [r for doc in collection.documents for r in doc.relations]
     assert relations and all(r.source == PREDICTED and r.task == "span-rel" for r in relations)
@@ -254,14 +260,7 @@ def test_pairs_no_window_holds_share_a_window_of_their_own(predictor, monkeypatc
     states = WindowStates()
     predictor.annotate_groups([text], [0], ["span-chem"], states)
     assert len(states.features) > 1  # the sentence is read in several windows
-    calls = []
-    forward = predictor.model.encoder.forward
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(predictor.model.encoder, "forward", counting)
+    calls = _count_encoder_calls(predictor, monkeypatch)
     rows = predictor.score_spans("span-rel", [text], pairs, states)
     assert [shape[0] for shape in calls] == [2], calls  # one pass, two windows for the three pairs no window holds
     monkeypatch.undo()
