@@ -583,8 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()  # e.g. the load report about the unused pooler weights
     except ImportError:
         pass
+    succeeded = False
     try:
-        return args.func(args)
+        code = args.func(args)
+        succeeded = code == 0
+        return code
     except ConfigError as e:
         for p in e.problems if main_rank else []:
             print(f"biomtl: error: {p}", file=sys.stderr)
@@ -598,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "biomtl.distributed" in sys.modules:  # a torchrun rank leaves its process group
-            sys.modules["biomtl.distributed"].teardown()
+            sys.modules["biomtl.distributed"].teardown(synchronize=succeeded)
 
 
 def _resume_hint(args: argparse.Namespace) -> str:

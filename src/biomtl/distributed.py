@@ -167,7 +167,12 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
-def teardown() -> None:
-    """Leave the process group (at the end of ``biomtl train``/``study`` under torchrun)."""
+def teardown(synchronize: bool = True) -> None:
+    """Leave the process group (at the end of ``biomtl train``/``study`` under torchrun). After a command
+    that succeeded, the ranks first meet at a barrier, so that none tears down its connections while another
+    still writes its results (gloo then aborted a rank at exit, now and then); after an error each rank leaves
+    at once, as a barrier could wait for a rank that never comes."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
