@@ -133,14 +133,13 @@ class SpanPairHead(nn.Module):
     ) -> torch.Tensor:
         # hidden (B, T, H), spans (B, 2, 2) of [start, end) sub-word positions → logits (B, n_out). With
         # ``window`` (B,), hidden is (W, T, H): each pair reads row window[b] (pairs of one window share its states).
+        # One path for training, export and annotate: the same sums wherever a pair's states come from.
         sentence = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
         if window is None:
-            position = torch.arange(hidden.shape[1], device=hidden.device)
-            inside = ((position >= spans[..., :1]) & (position < spans[..., 1:])).to(hidden.dtype)  # (B, 2, T)
-            pooled = torch.einsum("bat,bth->bah", inside, hidden) / inside.sum(-1, keepdim=True).clamp(min=1.0)
+            window = torch.arange(hidden.shape[0], device=hidden.device)
         else:
             sentence = sentence[window]
-            pooled = span_means(hidden, window, spans)
+        pooled = span_means(hidden, window, spans)
         a, b = pooled[:, 0], pooled[:, 1]
         features = torch.cat([sentence, a, b, a * b], dim=-1)
         return self.out(self.dropout(torch.tanh(self.dense(self.dropout(features)))))
