@@ -227,12 +227,16 @@ class MicroBatcher:
         return arrival
 
     def settled(self, arrival: _Arrival) -> None:
-        """The request of ``arrival`` queued its job or was answered: it is no longer on its way."""
+        """The request of ``arrival`` was answered: it is no longer on its way (if it had not queued a job)."""
         with self._cond:
-            if not arrival.settled and self._arriving is not None:
-                self._arriving -= 1
-                self._cond.notify_all()
-            arrival.settled = True
+            self._settle(arrival)
+            self._cond.notify_all()
+
+    def _settle(self, arrival: _Arrival) -> None:
+        """(Holding the lock.) Count ``arrival`` out of the requests on their way, once."""
+        if not arrival.settled and self._arriving is not None:
+            self._arriving -= 1
+        arrival.settled = True
 
     async def submit(self, key: tuple, payload: Any, size: int) -> Any:
         loop = asyncio.get_running_loop()
@@ -242,9 +246,8 @@ class MicroBatcher:
             if self._stopping:
                 raise RequestError(503, "the server is shutting down")
             self._queue.append(job)
-            if arrival is not None and not arrival.settled and self._arriving is not None:
-                self._arriving -= 1
-                arrival.settled = True
+            if arrival is not None:
+                self._settle(arrival)
             self._cond.notify_all()
         return await job.future
 
