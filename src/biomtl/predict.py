@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -235,11 +235,10 @@ class Predictor:
         examples = [Example(id=str(p), text=texts[pairs[p][0]], meta={"entities": pairs[p][1:]}) for p in fresh]
         for p, feature in zip(fresh, task_type.encode(examples, self.model.tokenizer, self.model.max_length), strict=True):
             features[p] = feature
-        for p, states_of in self._encode_windows([features[p] for p in fresh]).items():
-            hidden[fresh[p]] = states_of
-        ready = [h for h in hidden if h is not None]
-        assert len(ready) == len(pairs), "every pair's window is encoded"
-        return self._span_head(task, features, ready)
+        for k, states_of in self._encode_windows([features[p] for p in fresh]).items():
+            hidden[fresh[k]] = states_of
+        assert all(h is not None for h in hidden), "every pair's window is encoded"
+        return self._span_head(task, features, cast(list[torch.Tensor], hidden))
 
     def _encode_windows(self, features: list[Feature]) -> dict[int, torch.Tensor]:
         """The encoder states ``(length, H)`` of each feature's ``input_ids``; a window that several features
