@@ -140,7 +140,9 @@ class Connection:
             if ":" in line:
                 name, value = line.split(":", 1)
                 fields[name.strip().lower()] = value.strip().lower()
-        content = await self.reader.readexactly(int(fields.get("content-length", "0")))
+        if "content-length" not in fields:  # this client reads no chunked body: say so, not misread the next answer
+            raise ValueError("an answer without content-length")
+        content = await self.reader.readexactly(int(fields["content-length"]))
         if fields.get("connection") == "close":
             self.close()
         return status, content
