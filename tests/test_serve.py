@@ -7,6 +7,7 @@ test_serve_server.py (with the browser test), which uses :func:`serve_model` fro
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from pathlib import Path
@@ -22,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from biomtl.cli import main  # noqa: E402
 from biomtl.config import RunConfig  # noqa: E402
 from biomtl.predict import Predictor  # noqa: E402
-from biomtl.serve import BucketedEncoder, ServeOptions, create_app  # noqa: E402
+from biomtl.serve import BucketedEncoder, PackedEncoder, ServeOptions, create_app  # noqa: E402
 
 CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
 GENES = ["receptor", "protein"]
@@ -155,6 +156,7 @@ def error_of(response, status: int) -> str:
 def test_health_and_tasks(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["tasks"] == 5 and health["batching"] is True
+    assert health["encoder_batches"] == "packed"  # a BERT reads packed texts
     tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
     assert list(tasks) == ["srv-chem", "srv-gene", "srv-rel", "srv-doc", "srv-sts"]
     assert tasks["srv-chem"] == {"name": "srv-chem", "type": "tagging", "labels": ["Chemical"], "token_level": True,
@@ -353,6 +355,63 @@ def test_bucketed_encoder_rows_match_the_batch_shape():
     assert sorted(seen) == [(1, 12), (2, 4)]  # lengths 2 and 1 → 4; length 10 → 12 (the bucket, within max_length)
     assert out.shape == (3, 10, 2) and torch.equal(out[..., 0], (ids * mask).float())
     assert BucketedEncoder(encode, bucket=8, max_length=30, pad_id=0).bucket_length(29) == 30
+
+
+_PACKED_CHECK = """
+import sys, torch
+from biomtl.model import load_encoder
+from biomtl.serve import PackedEncoder, batch_invariant
+assert batch_invariant(torch.device("cpu")), "MKL's strict mode is not on"
+encoder, tokenizer = load_encoder(sys.argv[1], 0.0)
+encoder.eval()
+packed = PackedEncoder(encoder)
+texts = ["aspirin inhibits the receptor .", "naloxone", "the receptor of patients with cancer in cells was seen with pain ."]
+batch = dict(tokenizer(texts, texts[::-1], padding=True, return_tensors="pt"))
+mask = batch["attention_mask"].bool()
+with torch.inference_mode():
+    together = packed(batch)
+    padded = encoder(**batch).last_hidden_state
+    alone = [packed(dict(tokenizer([a], [b], return_tensors="pt")))[0] for a, b in zip(texts, texts[::-1])]
+assert together.shape == padded.shape and not together[~mask].any()
+assert torch.allclose(together[mask], padded[mask], atol=1e-5)
+assert all(torch.equal(together[i, : len(states)], states) for i, states in enumerate(alone)), "not bit for bit"
+assert packed.works(lambda b: encoder(**b).last_hidden_state, tokenizer, torch.device("cpu"))
+print("ok")
+"""
+
+
+def test_packed_texts_get_their_own_states_alone_and_in_a_batch(tiny_encoder):
+    """Each text's states, packed with others, are bit for bit its states packed alone (the dense layers'
+    rows do not depend on the row count under MKL's strict mode, which must be set before torch starts: a
+    process of its own), and equal a padded batch's within rounding; pads get zeros."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT"}
+    run = subprocess.run([sys.executable, "-c", _PACKED_CHECK, tiny_encoder], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_an_encoder_that_cannot_read_packed_texts_runs_length_buckets(tiny_encoder, tmp_path):
+    """RoBERTa numbers positions from its padding index on: packed positions from 0 would change its states,
+    which the check at startup sees; the service then pads each text to its length bucket."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaModel
+
+    from biomtl.config import DatasetSpec, MetricSpec
+    from biomtl.model import MultiTaskModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    config = RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    encoder = RobertaModel(config, add_pooling_layer=False).eval()
+    assert not PackedEncoder(encoder).works(lambda b: encoder(**b).last_hidden_state, tokenizer, torch.device("cpu"))
+    spec = DatasetSpec("toy-doc", "classification", "tsv", {}, MetricSpec("classification_f1"), "f1", labels=["a", "b"])
+    MultiTaskModel(encoder, tokenizer, {"toy-doc": spec}, max_length=32).save(tmp_path / "model")
+    with TestClient(create_app(Predictor.load(tmp_path / "model", precision="fp32"))) as c:
+        assert c.get("/health").json()["encoder_batches"] == "buckets"
+        assert c.post("/predict/toy-doc", json={"inputs": ["aspirin inhibits the receptor ."]}).status_code == 200
 
 
 def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(model_dir):
