@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from biomtl.cli import main  # noqa: E402
 from biomtl.config import RunConfig  # noqa: E402
 from biomtl.predict import Predictor  # noqa: E402
-from biomtl.serve import BucketedEncoder, PackedEncoder, ServeOptions, create_app  # noqa: E402
+from biomtl.serve import ServeOptions, create_app  # noqa: E402
+from biomtl.worker import BucketedEncoder, PackedEncoder  # noqa: E402
 
 CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
 GENES = ["receptor", "protein"]
@@ -360,7 +361,7 @@ def test_bucketed_encoder_rows_match_the_batch_shape():
 _PACKED_CHECK = """
 import sys, torch
 from biomtl.model import load_encoder
-from biomtl.serve import PackedEncoder, batch_invariant
+from biomtl.worker import PackedEncoder, batch_invariant
 assert batch_invariant(torch.device("cpu")), "MKL's strict mode is not on"
 encoder, tokenizer = load_encoder(sys.argv[1], 0.0)
 encoder.eval()

@@ -143,6 +143,63 @@ def test_sigterm_finishes_the_request_in_flight(model_dir):
             httpx.get(f"{url}/health", timeout=5)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():
+        pytest.skip("needs Linux's /proc/PID/task/PID/children")
+    return [int(c) for c in path.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_model_process_ends_with_the_server_however_it_ends(model_dir):
+    """The model runs in a child process of ``biomtl serve``; killed outright (no shutdown), the server leaves
+    no model process behind: the child sees its pipe close and ends."""
+    with running_server(model_dir) as (url, proc):
+        assert httpx.post(f"{url}/predict/srv-chem", json={"inputs": ["aspirin"]}, timeout=60).status_code == 200
+        children = _children(proc.pid)  # the model's process and multiprocessing's resource tracker
+        models = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(models) == 1, children
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(c) for c in children), "a child of the server outlived it"
+
+
+def test_a_model_process_that_died_gives_503_and_errors_cross_as_their_line(model_dir):
+    from fastapi.testclient import TestClient
+
+    from biomtl.errors import BiomtlError
+    from biomtl.serve import create_app
+    from biomtl.worker import LoadSettings, ModelProcess, ModelUnavailable
+
+    with pytest.raises(BiomtlError, match="missing"):
+        ModelProcess(LoadSettings(str(model_dir.parent / "missing")))
+    model = ModelProcess(LoadSettings(str(model_dir), precision="fp32"))
+    try:
+        assert sorted(model.view.specs) == ["srv-chem", "srv-doc", "srv-gene", "srv-rel", "srv-sts"]
+        [rows, bad] = model(("predict", "srv-rel"), [["@CHEMICAL$ inhibits @GENE$ ."], ["no masks"]])
+        assert rows[0]["label"] in ("CPR:3", "CPR:4", "false")
+        assert isinstance(bad, BiomtlError) and str(bad).startswith("inputs:1: ")  # a DataError, as its line
+        with TestClient(create_app(model)) as client:
+            assert client.get("/health").json()["encoder_batches"] == "packed"
+            model._process.kill()
+            answer = client.post("/predict/srv-chem", json={"inputs": ["aspirin"]})
+            assert answer.status_code == 503 and "the model process ended unexpectedly" in answer.json()["error"]
+            assert client.get("/health").status_code == 503
+        with pytest.raises(ModelUnavailable):
+            model(("predict", "srv-chem"), [["aspirin"]])
+    finally:
+        model.close()
+
+
 def _playwright():
     try:
         from playwright.sync_api import sync_playwright

@@ -91,11 +91,13 @@ def annotate(
     source: str,
     tasks: list[str] | None = None,
     keep_input: Set[str] = (),
+    sentences: list[list[Sentence]] | None = None,
 ) -> Collection:
     """Add predicted mentions, relations and document labels to ``collection`` (in place; returned).
 
     ``keep_input`` lists entity types whose mentions are the input's instead of predicted (``ALL``: every
-    type, and no NER head runs). ``source`` names the input in messages.
+    type, and no NER head runs). ``source`` names the input in messages. ``sentences``: each document's
+    sentences as :func:`split_sentences` gives them, where the caller has split them already.
     """
     plan = plan_tasks(predictor, tasks, keep_input)
     if plan.skipped:
@@ -110,8 +112,9 @@ def annotate(
     span_heads = [name for name in plan.relations if predictor.model.tasks[name].reads_spans]
     # Span heads read the NER pass's encoder states again: documents go in parts of about STATES_SENTENCES
     # sentences, so that the states kept stay bounded whatever the input's size.
-    for docs, sentences in _parts(collection.documents, STATES_SENTENCES if span_heads else None):
-        _annotate_part(predictor, plan, docs, sentences, bool(span_heads), predicted_types, keep_input, source)
+    split = sentences if sentences is not None else [split_sentences(doc, 0) for doc in collection.documents]
+    for docs, part_sentences in _parts(collection.documents, split, STATES_SENTENCES if span_heads else None):
+        _annotate_part(predictor, plan, docs, part_sentences, bool(span_heads), predicted_types, keep_input, source)
     return collection
 
 
@@ -119,16 +122,17 @@ STATES_SENTENCES = 2048
 """About how many sentences' encoder states ``annotate`` keeps at once for span relation heads."""
 
 
-def _parts(docs: list[Document], sentences: int | None) -> list[tuple[list[Document], list[Sentence]]]:
+def _parts(
+    docs: list[Document], split: list[list[Sentence]], sentences: int | None
+) -> list[tuple[list[Document], list[Sentence]]]:
     """``docs`` in order, cut into parts of about ``sentences`` sentences (all in one part if ``None``), each
-    with its sentences (:func:`split_sentences`; ``Sentence.doc`` counts within the part)."""
+    with its sentences (``split``: each document's; ``Sentence.doc`` counts within the part)."""
     parts: list[tuple[list[Document], list[Sentence]]] = [([], [])]
-    for doc in docs:
-        split = split_sentences(doc, 0)
-        if parts[-1][0] and sentences is not None and len(parts[-1][1]) + len(split) > sentences:
+    for doc, doc_sentences in zip(docs, split, strict=True):
+        if parts[-1][0] and sentences is not None and len(parts[-1][1]) + len(doc_sentences) > sentences:
             parts.append(([], []))
         part_docs, part_sentences = parts[-1]
-        part_sentences.extend(replace(s, doc=len(part_docs)) for s in split)
+        part_sentences.extend(replace(s, doc=len(part_docs)) for s in doc_sentences)
         part_docs.append(doc)
     return parts
 

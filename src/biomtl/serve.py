@@ -9,16 +9,12 @@ Every error is a JSON body ``{"error": "one line"}`` with a 4xx status: 400 malf
 task or path, 405 wrong method, 413 over a limit, 415 unknown media type, 422 input the model cannot read
 (a :class:`BiomtlError`). A 500 is a bug.
 
-Micro-batching: one worker thread runs the model. Requests wait in per-kind queues (one per task for
-``/predict``, one per option set for ``/annotate``); when the worker is free it takes the oldest request's
-queue, waits at most ``max_wait_ms`` for more of the same kind while requests the server has received have
-not queued yet (a lone request runs at once), and runs them all as one predictor call.
-A text's numbers must not depend on what it is batched with, so the encoder runs a batch's texts packed
-into one row without padding, each text attending to itself alone (:class:`PackedEncoder`; an encoder that
-cannot read packed texts runs each text padded to its own length bucket, :class:`BucketedEncoder`), and on a
-CPU ``biomtl serve`` asks MKL for strict conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``),
-under which a matrix product's rows do not depend on how many rows it has. ``GET /health`` says whether that
-holds on this machine (``batch_invariant``) and which of the two the encoder runs (``encoder_batches``).
+Micro-batching: one worker thread hands the model its calls. Requests wait in per-kind queues (one per task
+for ``/predict``, one per option set for ``/annotate``); when the worker is free it takes the oldest
+request's queue, waits at most ``max_wait_ms`` for more of the same kind while requests the server has
+received have not queued yet (a lone request runs at once), and runs them all as one predictor call: in
+the model's own process under ``biomtl serve`` (:class:`~biomtl.worker.ModelProcess`), in this process for
+``create_app(predictor)``. How a text's numbers are kept independent of its batch: :mod:`biomtl.worker`.
 
 Needs the ``serve`` extra (``pip install 'biomtl[serve]'``): importing this module imports FastAPI.
 
@@ -29,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
-import itertools
 import json
 import logging
 import threading
@@ -42,7 +36,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -50,18 +43,24 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from transformers import AttentionInterface
 
-from biomtl.annotate import ALL, annotate
+from biomtl.annotate import ALL, split_sentences
 from biomtl.errors import BiomtlError
-from biomtl.formats import FORMATS, Collection, detect_format, read_documents, write_documents
+from biomtl.formats import FORMATS, detect_format, read_documents, write_documents
 from biomtl.lines import split_lines
 from biomtl.predict import Predictor
+from biomtl.worker import (
+    STRICT_MKL,
+    AnnotateJob,
+    LoadSettings,
+    ModelProcess,
+    ModelUnavailable,
+    ModelView,
+    Runner,
+    prepare_model,
+)
 
 log = logging.getLogger(__name__)
-
-STRICT_MKL = "AUTO,STRICT"
-"""``MKL_CBWR`` value under which MKL's matrix products give every row the same bits whatever the row count."""
 
 JSON_API = "json"
 """``/annotate``'s own JSON form: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [...]}``."""
@@ -109,143 +108,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Batch invariance
-
-
-class BucketedEncoder:
-    """Runs ``model.encode`` so that a text's hidden states do not depend on the other texts in its batch.
-
-    Each text is padded to its own bucket length (its token count rounded up to a multiple of ``bucket``,
-    at most the model's ``max_length``), the batch's rows are encoded bucket by bucket, and the states are
-    put back in the batch's shape (positions past a text's bucket, all padding, are zero)::
-
-        lengths 5, 11, 30 (bucket 8) → rows {5} at T=8, {11} at T=16, {30} at T=32 → (3, 30, H)
-    """
-
-    def __init__(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], bucket: int, max_length: int, pad_id: int) -> None:
-        self.encode = encode
-        self.bucket = bucket
-        self.max_length = max_length
-        self.pad_id = pad_id
-
-    def bucket_length(self, length: int) -> int:
-        rounded = -(-length // self.bucket) * self.bucket
-        return max(length, min(rounded, self.max_length))
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"]
-        width = mask.shape[1]
-        lengths = [int(n) for n in mask.sum(1).tolist()]
-        groups: dict[int, list[int]] = {}
-        for row, n in enumerate(lengths):
-            groups.setdefault(self.bucket_length(n), []).append(row)
-        out: torch.Tensor | None = None
-        for length, rows in sorted(groups.items()):
-            index = torch.tensor(rows, device=mask.device)
-            keep = min(length, width)
-            sub: dict[str, torch.Tensor] = {}
-            for key in ("input_ids", "attention_mask", "token_type_ids"):
-                if key in batch:
-                    part = batch[key].index_select(0, index)[:, :keep]
-                    fill = self.pad_id if key == "input_ids" else 0
-                    sub[key] = torch.nn.functional.pad(part, (0, length - keep), value=fill)
-            hidden = self.encode(sub)  # (rows, length, H)
-            if out is None:
-                out = hidden.new_zeros(mask.shape[0], width, hidden.shape[-1])
-            out[index, :keep] = hidden[:, :keep]
-        assert out is not None  # a batch has at least one row
-        return out
-
-
-PACKED_ATTENTION = "biomtl_packed"
-"""The name under which :func:`packed_attention` is registered with transformers' attention functions."""
-
-
-def packed_attention(
-    module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
-    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Self-attention over one row of packed texts (``(1, heads, tokens, d)``): each text, from
-    ``biomtl_offsets[i]`` to ``biomtl_offsets[i + 1]``, attends to itself alone, at its own length."""
-    offsets = kwargs["biomtl_offsets"]
-    parts = [
-        torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], scale=scaling)
-        for a, b in itertools.pairwise(offsets)
-    ]
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(PACKED_ATTENTION, packed_attention)
-
-
-class PackedEncoder:
-    """Runs a batch's texts packed into one row, without padding: each text's tokens keep their positions
-    (0, 1, ...) and attend to the text's own tokens alone (:func:`packed_attention`), while every dense layer
-    reads all the batch's tokens as the rows of one matrix product. A text's states then do not depend on the
-    other texts in its batch (given batch-invariant matrix products), and no padding is computed::
-
-        lengths 5, 11, 30 → one row of 46 tokens, positions 0-4, 0-10, 0-29 → (3, 30, H), zero past each text
-
-    For encoders whose attention goes through transformers' attention functions and that take
-    ``position_ids`` as BERT does; :meth:`works` checks an encoder against its own padded batches.
-    """
-
-    def __init__(self, encoder: torch.nn.Module) -> None:
-        self.encoder = encoder
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"].bool()
-        lengths = [int(n) for n in mask.sum(1).tolist()]
-        inputs = {
-            "input_ids": batch["input_ids"][mask].unsqueeze(0),
-            "position_ids": torch.cat([torch.arange(n, device=mask.device) for n in lengths]).unsqueeze(0),
-        }
-        if "token_type_ids" in batch:
-            inputs["token_type_ids"] = batch["token_type_ids"][mask].unsqueeze(0)
-        config: Any = self.encoder.config
-        before = config._attn_implementation
-        config._attn_implementation = PACKED_ATTENTION
-        try:
-            states = self.encoder(**inputs, biomtl_offsets=[0, *itertools.accumulate(lengths)]).last_hidden_state[0]
-        finally:
-            config._attn_implementation = before
-        out = states.new_zeros(*mask.shape, states.shape[-1])
-        out[mask] = states
-        return out
-
-    def works(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], tokenizer: Any, device: torch.device) -> bool:
-        """Whether packed texts get the states that ``encode`` gives them in a padded batch (within rounding),
-        for single texts and pairs; ``False`` also where the encoder cannot run packed at all."""
-        firsts = ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."]
-        seconds = ["It is a drug.", "Cyclooxygenase 2 makes prostaglandins in inflamed tissue."]
-        for pair in (None, seconds):
-            batch = {k: v.to(device) for k, v in tokenizer(firsts, pair, padding=True, return_tensors="pt").items()}
-            mask = batch["attention_mask"].bool()
-            with torch.inference_mode():
-                try:
-                    packed = self(batch)
-                except Exception as e:  # noqa: BLE001 - any failure means: not this encoder
-                    log.info("the encoder cannot run packed texts (%s: %s); using length buckets", type(e).__name__, e)
-                    return False
-                padded = encode(batch)
-            if not torch.allclose(packed[mask], padded[mask], atol=1e-3, rtol=1e-3):
-                log.info("packed texts do not get the encoder's own states; using length buckets")
-                return False
-        return True
-
-
-def batch_invariant(device: torch.device) -> bool:
-    """Whether a matrix product's row comes out the same alone and among others on ``device`` (MKL's strict
-    reproducibility mode on a CPU makes it so; without it some row counts take other kernels)."""
-    generator = torch.Generator().manual_seed(0)
-    layer = torch.nn.Linear(384, 1536).to(device)
-    x = torch.randn(64, 384, generator=generator).to(device)
-    with torch.inference_mode():
-        full = layer(x)
-        return all(torch.equal(layer(x[:n]), full[:n]) for n in (1, 2, 3, 5, 17))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,57 +274,6 @@ def _resolve(future: asyncio.Future, result: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# What the worker runs
-
-
-@dataclass(frozen=True)
-class AnnotateJob:
-    collection: Collection
-    tasks: list[str] | None
-    keep: frozenset[str]
-
-
-class Runner:
-    """The model calls of each endpoint, for one job alone or for several combined. A combined call that
-    raises a :class:`BiomtlError` is run again job by job, so that only the bad request gets the error."""
-
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
-
-    def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
-        run = self.annotate if key[0] == "annotate" else self.predict
-        try:
-            return run(key, payloads)
-        except BiomtlError as e:
-            if len(payloads) == 1:
-                return [e]
-        out: list[Any] = []
-        for payload in payloads:
-            try:
-                out.extend(run(key, [payload]))
-            except BiomtlError as e:
-                out.append(e)
-        return out
-
-    def predict(self, key: tuple, payloads: list[list[Any]]) -> list[Any]:
-        task = key[1]
-        inputs = [item for items in payloads for item in items]
-        lines = [i for items in payloads for i in range(1, len(items) + 1)]  # each item's place in its request
-        rows = self.predictor.predict(task, inputs, source="inputs", lines=lines) if inputs else []
-        out, start = [], 0
-        for items in payloads:
-            out.append(rows[start : start + len(items)])
-            start += len(items)
-        return out
-
-    def annotate(self, key: tuple, payloads: list[AnnotateJob]) -> list[Any]:
-        jobs = [copy.deepcopy(job) for job in payloads]  # annotate() adds to them; a rerun starts afresh
-        combined = Collection([doc for job in jobs for doc in job.collection.documents])
-        annotate(self.predictor, combined, "request", payloads[0].tasks, payloads[0].keep)
-        return [job.collection for job in jobs]
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Reading requests
 
 
@@ -581,28 +392,25 @@ class SimilarityRequest(BaseModel):
     task: str | None = None
 
 
-def similarity_tasks(predictor: Predictor) -> list[str]:
+def similarity_tasks(view: ModelView) -> list[str]:
     """Tasks that score a pair of texts (their task type says so: ``pair_input``)."""
-    return [name for name, task in predictor.model.tasks.items() if task.pair_input]
+    return [name for name, task in view.tasks.items() if task.pair_input]
 
 
-def create_app(predictor: Predictor, options: ServeOptions | None = None, model_name: str = "") -> Any:
-    """The FastAPI application over ``predictor``. Starting it (its lifespan) starts the worker thread;
-    stopping it finishes the queued requests first."""
+def create_app(model: Predictor | ModelProcess, options: ServeOptions | None = None, model_name: str = "") -> Any:
+    """The FastAPI application over ``model``: a :class:`Predictor` runs in this process (its encoder made
+    batch-invariant here), a :class:`ModelProcess` in its own. Starting the application (its lifespan) starts
+    the worker thread; stopping it finishes the queued requests first (the caller closes a model process)."""
     options = options or ServeOptions()
     if problems := options.problems():
         raise BiomtlError(problems[0])
-    invariant = batch_invariant(predictor.device)
-    model = predictor.model
-    if not isinstance(model.encode, (PackedEncoder, BucketedEncoder)):
-        packed = PackedEncoder(model.encoder)
-        if packed.works(model.encode, model.tokenizer, predictor.device):
-            model.encode = packed  # type: ignore[method-assign]
-        else:
-            model.encode = BucketedEncoder(model.encode, options.bucket, model.max_length, model.tokenizer.pad_token_id)  # type: ignore[method-assign]
-    encoder_batches = "packed" if isinstance(model.encode, PackedEncoder) else "buckets"
-    batcher = MicroBatcher(Runner(predictor), options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
-    if options.batching and not invariant:
+    run: Callable[[tuple, list[Any]], list[Any]]
+    if isinstance(model, Predictor):
+        view, run = prepare_model(model, options.bucket), Runner(model)
+    else:
+        view, run = model.view, model
+    batcher = MicroBatcher(run, options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
+    if options.batching and not view.batch_invariant:
         log.warning("micro-batched results may differ in the last bits from one request at a time on this machine "
                     "(set MKL_CBWR=%s before starting; docs/serve.md)", STRICT_MKL)
 
@@ -622,8 +430,9 @@ def create_app(predictor: Predictor, options: ServeOptions | None = None, model_
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     add_error_handlers(app)
-    app.include_router(info_routes(predictor, options, batcher, invariant, encoder_batches, model_name))
-    app.include_router(model_routes(predictor, options, batcher))
+    failed = (lambda: model.failed) if isinstance(model, ModelProcess) else (lambda: None)
+    app.include_router(info_routes(view, options, batcher, model_name, failed))
+    app.include_router(model_routes(view, options, batcher))
     return app
 
 
@@ -637,6 +446,10 @@ def add_error_handlers(app: Any) -> None:
     @app.exception_handler(BiomtlError)
     async def biomtl_error(request: Request, e: BiomtlError) -> Response:
         return _error(422, str(e))
+
+    @app.exception_handler(ModelUnavailable)
+    async def model_unavailable(request: Request, e: ModelUnavailable) -> Response:
+        return _error(503, str(e))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> Response:
@@ -658,32 +471,34 @@ def add_error_handlers(app: Any) -> None:
 
 
 def info_routes(
-    predictor: Predictor, options: ServeOptions, batcher: MicroBatcher, invariant: bool, encoder_batches: str, model_name: str,
+    view: ModelView, options: ServeOptions, batcher: MicroBatcher, model_name: str, failed: Callable[[], str | None],
 ) -> APIRouter:
-    """The web page and what the service is: ``/``, ``/health``, ``/tasks``."""
+    """The web page and what the service is: ``/``, ``/health``, ``/tasks``. ``failed()``: why the model
+    cannot run any more (its process ended), else ``None``."""
     router = APIRouter()
-    model = predictor.model
     static = resources.files("biomtl") / "static"
 
     @router.get("/", include_in_schema=False)
     async def page() -> Response:
         return FileResponse(str(static / "index.html"), media_type="text/html")
 
-    @router.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness, and how requests are batched."""
+    @router.get("/health", response_model=None)
+    async def health() -> dict[str, Any] | Response:
+        """Liveness (a 503 once the model cannot run), and how requests are batched."""
+        if why := failed():
+            return _error(503, why)
         return {
-            "status": "ok", "model": model_name, "tasks": len(predictor.tasks), "batching": options.batching,
-            "batch_invariant": invariant, "encoder_batches": encoder_batches, "model_calls": batcher.batches,
-            "requests": batcher.jobs,
+            "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
+            "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches,
+            "model_calls": batcher.batches, "requests": batcher.jobs,
         }
 
     @router.get("/tasks")
     async def tasks() -> dict[str, Any]:
         """Every task (head) of the model: its type, labels and what it reads."""
         rows = []
-        for name, spec in model.specs.items():
-            task = model.tasks[name]
+        for name, spec in view.specs.items():
+            task = view.tasks[name]
             rows.append({
                 "name": name, "type": spec.type, "labels": list(spec.labels), "token_level": task.token_level,
                 "annotates_text": task.can_annotate, "arguments": list(spec.arguments),
@@ -694,17 +509,16 @@ def info_routes(
     return router
 
 
-def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatcher) -> APIRouter:
+def model_routes(view: ModelView, options: ServeOptions, batcher: MicroBatcher) -> APIRouter:
     """The model's work: ``/predict/{task}``, ``/similarity`` and ``/annotate``, each through ``batcher``."""
     router = APIRouter()
-    model = predictor.model
 
     @router.post("/predict/{task}")
     async def predict(task: str, request: PredictRequest) -> dict[str, Any]:
         """One prediction per input, as ``biomtl predict --task TASK`` gives: a string is raw text; an object
         may carry ``id``, ``text``, ``text_b`` and (relation tasks) ``entities``."""
-        if task not in model.specs:
-            raise RequestError(404, f"unknown task '{task}' (the model has {', '.join(model.specs)})")
+        if task not in view.specs:
+            raise RequestError(404, f"unknown task '{task}' (the model has {', '.join(view.specs)})")
         check_limits(options, len(request.inputs), sum(_chars(item) for item in request.inputs))
         rows = await batcher.submit(("predict", task), request.inputs, len(request.inputs))
         return {"task": task, "predictions": rows}
@@ -713,7 +527,7 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
     async def similarity(request: SimilarityRequest) -> dict[str, Any]:
         """The similarity score of each pair of texts, from a regression task (``task``, else the model's
         only one)."""
-        task = similarity_task(predictor, request.task)
+        task = similarity_task(view, request.task)
         check_limits(options, len(request.pairs), sum(len(a) + len(b) for a, b in request.pairs))
         inputs = [{"text": a, "text_b": b} for a, b in request.pairs]
         rows = await batcher.submit(("predict", task), inputs, len(inputs))
@@ -744,7 +558,7 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
         media type and content), or JSON: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [{"id",
         "text", "entities"}]}``. The answer is in ``format=`` (default: the input's)."""
         job, out = annotate_job(await request.body(), request.headers.get("content-type", ""), input_format, format,
-                                tasks, keep_input_entities, model.specs, options)
+                                tasks, keep_input_entities, view.specs, options)
         collection, names, keep = job.collection, job.tasks, job.keep
         docs = collection.documents
         # Requests are combined only when they would be planned alike: same heads, same kept types and the
@@ -760,9 +574,9 @@ def model_routes(predictor: Predictor, options: ServeOptions, batcher: MicroBatc
     return router
 
 
-def similarity_task(predictor: Predictor, task: str | None) -> str:
+def similarity_task(view: ModelView, task: str | None) -> str:
     """The regression task that ``/similarity`` scores with: ``task``, else the model's only one."""
-    candidates = similarity_tasks(predictor)
+    candidates = similarity_tasks(view)
     if task is None:
         if len(candidates) != 1:
             have = f"it has {', '.join(candidates)}" if candidates else "it has none"
@@ -797,7 +611,8 @@ def annotate_job(
     for name in names or []:
         if name not in specs:
             raise RequestError(404, f"tasks: unknown task '{name}' (the model has {', '.join(specs)})")
-    return AnnotateJob(collection, names, keep), out
+    sentences = [split_sentences(doc, 0) for doc in docs]  # here, beside the model's process, not in it
+    return AnnotateJob(collection, names, keep, sentences), out
 
 
 def _chars(item: Any) -> int:
@@ -817,11 +632,16 @@ def serve(
     batch_size: int = 64,
     precision: str = "auto",
 ) -> None:
-    """Load the model once, then serve it with uvicorn until SIGINT/SIGTERM (in-flight requests finish
-    first). A bad model directory raises its :class:`BiomtlError` before anything listens."""
+    """Load the model once, in a process of its own, then serve it with uvicorn until SIGINT/SIGTERM
+    (in-flight requests finish first). A bad model directory raises its :class:`BiomtlError` before anything
+    listens."""
     import uvicorn
 
-    predictor = Predictor.load(model_dir, device=device, batch_size=batch_size, precision=precision)
-    app = create_app(predictor, options, model_name=str(model_dir))
-    log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(predictor.tasks), host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    options = options or ServeOptions()
+    model = ModelProcess(LoadSettings(str(model_dir), device, batch_size, precision, options.bucket))
+    try:
+        app = create_app(model, options, model_name=str(model_dir))
+        log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(model.view.specs), host, port)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    finally:
+        model.close()

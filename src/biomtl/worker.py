@@ -1,0 +1,370 @@
+"""The model side of ``biomtl serve``: batch-invariant encoders, the model calls of each endpoint
+(:class:`Runner`) and the process they run in (:class:`ModelProcess`). Nothing here speaks HTTP.
+
+A text's numbers must not depend on what it is batched with. The encoder runs a batch's texts packed into
+one row without padding, each text attending to itself alone (:class:`PackedEncoder`; an encoder that cannot
+read packed texts runs each text padded to its own length bucket, :class:`BucketedEncoder`), and on a CPU
+``biomtl serve`` asks MKL for strict conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``), under
+which a matrix product's rows do not depend on how many rows it has (:func:`batch_invariant` checks it).
+
+``biomtl serve`` runs the model in a process of its own (:class:`ModelProcess`), so that the model's
+threads never wait on the HTTP server's Python (they share no interpreter lock); ``create_app(predictor)``
+runs it in a thread of the calling process.
+
+>>> model = ModelProcess("runs/mtl/best")  # doctest: +SKIP
+>>> model.view.specs.keys(), model("predict", ...)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+
+from biomtl.annotate import Sentence, annotate
+from biomtl.config import DatasetSpec
+from biomtl.errors import BiomtlError
+from biomtl.formats import Collection
+from biomtl.predict import Predictor
+
+log = logging.getLogger(__name__)
+
+STRICT_MKL = "AUTO,STRICT"
+"""``MKL_CBWR`` value under which MKL's matrix products give every row the same bits whatever the row count."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batch invariance
+
+
+class BucketedEncoder:
+    """Runs ``model.encode`` so that a text's hidden states do not depend on the other texts in its batch.
+
+    Each text is padded to its own bucket length (its token count rounded up to a multiple of ``bucket``,
+    at most the model's ``max_length``), the batch's rows are encoded bucket by bucket, and the states are
+    put back in the batch's shape (positions past a text's bucket, all padding, are zero)::
+
+        lengths 5, 11, 30 (bucket 8) → rows {5} at T=8, {11} at T=16, {30} at T=32 → (3, 30, H)
+    """
+
+    def __init__(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], bucket: int, max_length: int, pad_id: int) -> None:
+        self.encode = encode
+        self.bucket = bucket
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    def bucket_length(self, length: int) -> int:
+        rounded = -(-length // self.bucket) * self.bucket
+        return max(length, min(rounded, self.max_length))
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        width = mask.shape[1]
+        lengths = [int(n) for n in mask.sum(1).tolist()]
+        groups: dict[int, list[int]] = {}
+        for row, n in enumerate(lengths):
+            groups.setdefault(self.bucket_length(n), []).append(row)
+        out: torch.Tensor | None = None
+        for length, rows in sorted(groups.items()):
+            index = torch.tensor(rows, device=mask.device)
+            keep = min(length, width)
+            sub: dict[str, torch.Tensor] = {}
+            for key in ("input_ids", "attention_mask", "token_type_ids"):
+                if key in batch:
+                    part = batch[key].index_select(0, index)[:, :keep]
+                    fill = self.pad_id if key == "input_ids" else 0
+                    sub[key] = torch.nn.functional.pad(part, (0, length - keep), value=fill)
+            hidden = self.encode(sub)  # (rows, length, H)
+            if out is None:
+                out = hidden.new_zeros(mask.shape[0], width, hidden.shape[-1])
+            out[index, :keep] = hidden[:, :keep]
+        assert out is not None  # a batch has at least one row
+        return out
+
+
+PACKED_ATTENTION = "biomtl_packed"
+"""The name under which :func:`packed_attention` is registered with transformers' attention functions."""
+
+
+def packed_attention(
+    module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Self-attention over one row of packed texts (``(1, heads, tokens, d)``): each text, from
+    ``biomtl_offsets[i]`` to ``biomtl_offsets[i + 1]``, attends to itself alone, at its own length."""
+    offsets = kwargs["biomtl_offsets"]
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], scale=scaling)
+        for a, b in itertools.pairwise(offsets)
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+class PackedEncoder:
+    """Runs a batch's texts packed into one row, without padding: each text's tokens keep their positions
+    (0, 1, ...) and attend to the text's own tokens alone (:func:`packed_attention`), while every dense layer
+    reads all the batch's tokens as the rows of one matrix product. A text's states then do not depend on the
+    other texts in its batch (given batch-invariant matrix products), and no padding is computed::
+
+        lengths 5, 11, 30 → one row of 46 tokens, positions 0-4, 0-10, 0-29 → (3, 30, H), zero past each text
+
+    For encoders whose attention goes through transformers' attention functions and that take
+    ``position_ids`` as BERT does; :meth:`works` checks an encoder against its own padded batches.
+    """
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        self.encoder = encoder
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"].bool()
+        lengths = [int(n) for n in mask.sum(1).tolist()]
+        inputs = {
+            "input_ids": batch["input_ids"][mask].unsqueeze(0),
+            "position_ids": torch.cat([torch.arange(n, device=mask.device) for n in lengths]).unsqueeze(0),
+        }
+        if "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"][mask].unsqueeze(0)
+        config: Any = self.encoder.config
+        before = config._attn_implementation
+        config._attn_implementation = PACKED_ATTENTION
+        try:
+            states = self.encoder(**inputs, biomtl_offsets=[0, *itertools.accumulate(lengths)]).last_hidden_state[0]
+        finally:
+            config._attn_implementation = before
+        out = states.new_zeros(*mask.shape, states.shape[-1])
+        out[mask] = states
+        return out
+
+    def works(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], tokenizer: Any, device: torch.device) -> bool:
+        """Whether packed texts get the states that ``encode`` gives them in a padded batch (within rounding),
+        for single texts and pairs; ``False`` also where the encoder cannot run packed at all."""
+        firsts = ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."]
+        seconds = ["It is a drug.", "Cyclooxygenase 2 makes prostaglandins in inflamed tissue."]
+        for pair in (None, seconds):
+            batch = {k: v.to(device) for k, v in tokenizer(firsts, pair, padding=True, return_tensors="pt").items()}
+            mask = batch["attention_mask"].bool()
+            with torch.inference_mode():
+                try:
+                    packed = self(batch)
+                except Exception as e:  # noqa: BLE001 - any failure means: not this encoder
+                    log.info("the encoder cannot run packed texts (%s: %s); using length buckets", type(e).__name__, e)
+                    return False
+                padded = encode(batch)
+            if not torch.allclose(packed[mask], padded[mask], atol=1e-3, rtol=1e-3):
+                log.info("packed texts do not get the encoder's own states; using length buckets")
+                return False
+        return True
+
+
+def batch_invariant(device: torch.device) -> bool:
+    """Whether a matrix product's row comes out the same alone and among others on ``device`` (MKL's strict
+    reproducibility mode on a CPU makes it so; without it some row counts take other kernels)."""
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(384, 1536).to(device)
+    x = torch.randn(64, 384, generator=generator).to(device)
+    with torch.inference_mode():
+        full = layer(x)
+        return all(torch.equal(layer(x[:n]), full[:n]) for n in (1, 2, 3, 5, 17))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the worker runs
+
+
+@dataclass(frozen=True)
+class AnnotateJob:
+    collection: Collection
+    tasks: list[str] | None
+    keep: frozenset[str]
+    sentences: list[list[Sentence]]  # each document's, split by the HTTP side (the model's process need not)
+
+
+class Runner:
+    """The model calls of each endpoint, for one job alone or for several combined. A combined call that
+    raises a :class:`BiomtlError` is run again job by job, so that only the bad request gets the error."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
+        run = self.annotate if key[0] == "annotate" else self.predict
+        try:
+            return run(key, payloads)
+        except BiomtlError as e:
+            if len(payloads) == 1:
+                return [e]
+        out: list[Any] = []
+        for payload in payloads:
+            try:
+                out.extend(run(key, [payload]))
+            except BiomtlError as e:
+                out.append(e)
+        return out
+
+    def predict(self, key: tuple, payloads: list[list[Any]]) -> list[Any]:
+        task = key[1]
+        inputs = [item for items in payloads for item in items]
+        lines = [i for items in payloads for i in range(1, len(items) + 1)]  # each item's place in its request
+        rows = self.predictor.predict(task, inputs, source="inputs", lines=lines) if inputs else []
+        out, start = [], 0
+        for items in payloads:
+            out.append(rows[start : start + len(items)])
+            start += len(items)
+        return out
+
+    def annotate(self, key: tuple, payloads: list[AnnotateJob]) -> list[Any]:
+        collections = [copy.deepcopy(job.collection) for job in payloads]  # annotate() adds to them; a rerun starts afresh
+        combined = Collection([doc for collection in collections for doc in collection.documents])
+        sentences = [doc_sentences for job in payloads for doc_sentences in job.sentences]
+        annotate(self.predictor, combined, "request", payloads[0].tasks, payloads[0].keep, sentences)
+        return collections
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the service tells and checks of one head."""
+
+    token_level: bool
+    can_annotate: bool
+    pair_input: bool
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the HTTP side knows of the model, which may run in another process: its tasks and how it batches."""
+
+    specs: dict[str, DatasetSpec]
+    tasks: dict[str, TaskInfo]
+    batch_invariant: bool  # whether matrix products give a row the same bits whatever the row count
+    encoder_batches: str  # "packed" (PackedEncoder) or "buckets" (BucketedEncoder)
+
+
+def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
+    """Make ``predictor``'s encoder batch-invariant (packed texts where the encoder passes the check, else
+    length buckets of ``bucket`` tokens) and describe the model."""
+    model = predictor.model
+    if not isinstance(model.encode, (PackedEncoder, BucketedEncoder)):
+        packed = PackedEncoder(model.encoder)
+        if packed.works(model.encode, model.tokenizer, predictor.device):
+            model.encode = packed  # type: ignore[method-assign]
+        else:
+            model.encode = BucketedEncoder(model.encode, bucket, model.max_length, model.tokenizer.pad_token_id)  # type: ignore[method-assign]
+    tasks = {name: TaskInfo(t.token_level, t.can_annotate, t.pair_input) for name, t in model.tasks.items()}
+    encoder_batches = "packed" if isinstance(model.encode, PackedEncoder) else "buckets"
+    return ModelView(dict(model.specs), tasks, batch_invariant(predictor.device), encoder_batches)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model's own process
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How :class:`ModelProcess` loads the model (``Predictor.load``'s arguments) and batches its encoder."""
+
+    model_dir: str
+    device: str = "cpu"
+    batch_size: int = 64
+    precision: str = "auto"
+    bucket: int = 8
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's process has ended: no call can run (the service answers 503)."""
+
+
+class ModelProcess:
+    """The model loaded and run in a child process: calling it runs :class:`Runner` there. Starting it waits
+    until the model is loaded and raises the child's :class:`BiomtlError` (one line) if it could not be.
+
+    The child ignores SIGINT and SIGTERM (the server decides when it ends, after the requests in flight) and
+    ends when told to (:meth:`close`) or when the server's end of the pipe closes, however the server ended.
+    """
+
+    def __init__(self, settings: LoadSettings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_model_process, args=(child, settings), name="biomtl-model", daemon=True)
+        self._process.start()
+        child.close()
+        self.failed: str | None = None  # why the model process cannot run any more
+        status, value = self._receive()
+        if status != "ready":
+            self._process.join()
+            raise BiomtlError(value if status == "error" else f"{settings.model_dir}: {value} while loading the model")
+        self.view: ModelView = value
+
+    def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
+        if self.failed:
+            raise ModelUnavailable(self.failed)
+        try:
+            self._conn.send((key, payloads))
+        except OSError:
+            self._receive()  # names the failure
+        status, value = self._receive() if not self.failed else ("failed", self.failed)
+        if status == "failed":
+            raise ModelUnavailable(value)
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(5)
+            self.failed = f"the model process ended unexpectedly (exit code {self._process.exitcode})"
+            return "failed", self.failed
+
+    def close(self) -> None:
+        """Tell the model process to end, and wait for it."""
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._process.join(30)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        self._conn.close()
+
+
+def _model_process(conn: Any, settings: LoadSettings) -> None:
+    """The child's loop: load the model, say so, then answer ``(key, payloads)`` calls until told to end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        predictor = Predictor.load(settings.model_dir, device=settings.device, batch_size=settings.batch_size,
+                                   precision=settings.precision)
+        view = prepare_model(predictor, settings.bucket)
+    except BiomtlError as e:
+        conn.send(("error", str(e)))
+        return
+    run = Runner(predictor)
+    conn.send(("ready", view))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the server is gone
+            return
+        if message is None:
+            return
+        try:
+            # A BiomtlError subclass may take other arguments than its message: it crosses as its message.
+            results = [BiomtlError(str(r)) if isinstance(r, BiomtlError) else r for r in run(*message)]
+            conn.send(("ok", results))
+        except Exception as e:  # a bug (BiomtlError comes back as a result): the batch's requests get a 500
+            log.exception("model call failed")
+            conn.send(("bug", f"{type(e).__name__}: {e}"))
