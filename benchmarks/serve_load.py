@@ -6,6 +6,7 @@ through malformed JSON, too many texts, a body over the size limit and an unknow
 no valid request failed and that every bad one got a 4xx, and reports p50/p99 latency and throughput.
 
     python benchmarks/serve_load.py --json-out results/serve-load.json
+    python benchmarks/serve_load.py --model-in-thread   # also the model in a thread of the server's process
 
 The model is ``--model DIR``, else the embedded all-MiniLM-L6-v2 with a BC5CDR-chemical head (random head
 weights: the compute is a trained model's), written to a temporary directory.
@@ -61,16 +62,32 @@ def default_model(directory: Path) -> Path:
     return directory
 
 
+THREAD_SERVER = """
+import sys, uvicorn
+from biomtl.predict import Predictor
+from biomtl.serve import ServeOptions, create_app
+model, host, port, max_texts, max_body = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+options = ServeOptions(max_texts=max_texts, max_body_bytes=max_body)
+uvicorn.run(create_app(Predictor.load(model), options, model), host=host, port=port, log_level="warning")
+"""
+"""The service with the model in a thread of the server's process (``create_app(predictor)``), as ``biomtl
+serve`` ran it before it gave the model a process of its own."""
+
+
 def start_server(model: Path, batching: bool, max_texts: int, max_body: int, max_wait_ms: float | None = None,
-                 ) -> tuple[subprocess.Popen, str]:
+                 model_in_thread: bool = False) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "biomtl", "serve", str(model), "--host", HOST, "--port", str(port),
            "--max-texts", str(max_texts), "--max-body-bytes", str(max_body)]
-    if not batching:
+    if model_in_thread:
+        cmd = [sys.executable, "-c", THREAD_SERVER, str(model), HOST, str(port), str(max_texts), str(max_body)]
+    elif not batching:
         cmd.append("--no-batching")
     elif max_wait_ms is not None:
         cmd += ["--max-wait-ms", str(max_wait_ms)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if model_in_thread:
+        env.setdefault("MKL_CBWR", "AUTO,STRICT")  # as biomtl serve sets it
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + 300
@@ -208,6 +225,8 @@ def main() -> None:
     p.add_argument("--max-texts", type=int, default=100)
     p.add_argument("--max-body-bytes", type=int, default=100_000)
     p.add_argument("--max-wait-ms", type=float, default=None, help="the batching server's (default: biomtl serve's)")
+    p.add_argument("--model-in-thread", action="store_true",
+                   help="also measure a batching server whose model runs in a thread of its process (create_app(predictor))")
     p.add_argument("--json-out")
     args = p.parse_args()
 
@@ -216,10 +235,12 @@ def main() -> None:
         plan = request_plan(args.requests, args.bad_every, args.max_texts, args.max_body_bytes)
         baseline_plan = request_plan(args.baseline_requests, args.baseline_requests + 1, args.max_texts, args.max_body_bytes)
         results: dict[str, Any] = {}
-        for batching in (True, False):
-            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms)
+        servers = [("batching", True, False), ("no batching", False, False)]
+        if args.model_in_thread:
+            servers.append(("batching, model in a thread", True, True))
+        for name, batching, in_thread in servers:
+            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms, in_thread)
             try:
-                name = "batching" if batching else "no batching"
                 asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
                 results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency))
                 results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1))
@@ -232,7 +253,7 @@ def main() -> None:
               "client CPU ms/request"]
     rows = []
     for name, r in results.items():
-        server, load = name.split(", ", 1)
+        server, load = name.rsplit(", ", 1)
         valid_errors = sum(1 for f in r["failures"] if f.startswith("valid"))
         rows.append([server, load, f"{r['requests']:,} ({r['valid']:,})", valid_errors, len(r["failures"]) - valid_errors,
                      fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["valid_per_s"]), fmt(r["client_cpu_ms_per_request"])])
@@ -242,6 +263,12 @@ def main() -> None:
     print(f"`{command_line()}`\n\nMachine: {machine_line(info)}\n")
     print(markdown_table(header, rows))
     print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
+    if args.model_in_thread:
+        thread = "batching, model in a thread"
+        ratios = [results[f"batching, {load}"]["valid_per_s"] / results[f"{thread}, {load}"]["valid_per_s"]
+                  for load in (f"concurrency {args.concurrency}", "one at a time")]
+        print(f"The model in its own process against in a thread: {ratios[0]:.2f}x the throughput at concurrency "
+              f"{args.concurrency}, {ratios[1]:.2f}x one request at a time.")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"command": command_line(), "machine": info, "results": results,
