@@ -358,38 +358,56 @@ def test_bucketed_encoder_rows_match_the_batch_shape():
     assert BucketedEncoder(encode, bucket=8, max_length=30, pad_id=0).bucket_length(29) == 30
 
 
-_PACKED_CHECK = """
+def _packed_and_padded(encoder_path: str):
+    import torch
+
+    from biomtl.model import load_encoder
+
+    encoder, tokenizer = load_encoder(encoder_path, 0.0)
+    encoder.eval()
+    packed = PackedEncoder(encoder)
+    texts = ["aspirin inhibits the receptor .", "naloxone", "the receptor of patients with cancer in cells was seen with pain ."]
+    batch = dict(tokenizer(texts, texts[::-1], padding=True, return_tensors="pt"))
+    with torch.inference_mode():
+        together = packed(batch)
+        padded = encoder(**batch).last_hidden_state
+        alone = [packed(dict(tokenizer([a], [b], return_tensors="pt")))[0] for a, b in zip(texts, texts[::-1], strict=True)]
+    return packed, encoder, tokenizer, batch, together, padded, alone
+
+
+def test_packed_texts_get_the_states_of_a_padded_batch(tiny_encoder):
+    """Texts packed into one row (pairs too: token types follow) get a padded batch's states within rounding,
+    and zeros where the batch has padding; the startup check passes for a BERT."""
+    import torch
+
+    packed, encoder, tokenizer, batch, together, padded, _ = _packed_and_padded(tiny_encoder)
+    mask = batch["attention_mask"].bool()
+    assert together.shape == padded.shape and not together[~mask].any()
+    assert torch.allclose(together[mask], padded[mask], atol=1e-5)
+    assert packed.works(lambda b: encoder(**b).last_hidden_state, tokenizer, torch.device("cpu"))
+
+
+_PACKED_ALONE = """
 import sys, torch
-from biomtl.model import load_encoder
-from biomtl.worker import PackedEncoder, batch_invariant
+from test_serve import _packed_and_padded
+from biomtl.worker import batch_invariant
 assert batch_invariant(torch.device("cpu")), "MKL's strict mode is not on"
-encoder, tokenizer = load_encoder(sys.argv[1], 0.0)
-encoder.eval()
-packed = PackedEncoder(encoder)
-texts = ["aspirin inhibits the receptor .", "naloxone", "the receptor of patients with cancer in cells was seen with pain ."]
-batch = dict(tokenizer(texts, texts[::-1], padding=True, return_tensors="pt"))
-mask = batch["attention_mask"].bool()
-with torch.inference_mode():
-    together = packed(batch)
-    padded = encoder(**batch).last_hidden_state
-    alone = [packed(dict(tokenizer([a], [b], return_tensors="pt")))[0] for a, b in zip(texts, texts[::-1])]
-assert together.shape == padded.shape and not together[~mask].any()
-assert torch.allclose(together[mask], padded[mask], atol=1e-5)
+_, _, _, _, together, _, alone = _packed_and_padded(sys.argv[1])
 assert all(torch.equal(together[i, : len(states)], states) for i, states in enumerate(alone)), "not bit for bit"
-assert packed.works(lambda b: encoder(**b).last_hidden_state, tokenizer, torch.device("cpu"))
 print("ok")
 """
 
 
+@pytest.mark.slow
 def test_packed_texts_get_their_own_states_alone_and_in_a_batch(tiny_encoder):
-    """Each text's states, packed with others, are bit for bit its states packed alone (the dense layers'
-    rows do not depend on the row count under MKL's strict mode, which must be set before torch starts: a
-    process of its own), and equal a padded batch's within rounding; pads get zeros."""
+    """Each text's states, packed with others, are bit for bit its states packed alone: the dense layers' rows
+    do not depend on the row count under MKL's strict mode, which must be set before torch starts (a process
+    of its own)."""
     import subprocess
     import sys
 
-    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT"}
-    run = subprocess.run([sys.executable, "-c", _PACKED_CHECK, tiny_encoder], env=env, capture_output=True, text=True)
+    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", _PACKED_ALONE, tiny_encoder], env=env, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 

@@ -157,6 +157,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_the_model_process_ends_with_the_server_however_it_ends(model_dir):
     """The model runs in a child process of ``biomtl serve``; killed outright (no shutdown), the server leaves
     no model process behind: the child sees its pipe close and ends."""

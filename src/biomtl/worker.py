@@ -24,6 +24,7 @@ import multiprocessing
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from biomtl.annotate import Sentence, annotate
 from biomtl.config import DatasetSpec
 from biomtl.errors import BiomtlError
 from biomtl.formats import Collection
+from biomtl.model import read_manifest
 from biomtl.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -293,6 +295,7 @@ class ModelProcess:
     """
 
     def __init__(self, settings: LoadSettings) -> None:
+        read_manifest(Path(settings.model_dir))  # the usual mistakes (no such directory, not a model's) at once
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_model_process, args=(child, settings), name="biomtl-model", daemon=True)
