@@ -198,6 +198,23 @@ def test_annotate_texts_and_documents(client):
     assert [(e["text"], e["source"]) for e in doc["entities"] if e["type"] == "Chemical"] == [("Aspirin", "input")]
 
 
+def test_a_large_body_is_read_off_the_event_loop_with_the_same_answer(client, monkeypatch):
+    import biomtl.serve as serve_module
+
+    body = {"texts": ["Aspirin inhibits the receptor.", "Heparin binding the protein."]}
+    inline = client.post("/annotate", json=body).json()
+    calls = []
+    real = serve_module.run_in_threadpool
+
+    async def counting(fn, *args, **kwargs):
+        calls.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(serve_module, "run_in_threadpool", counting)
+    monkeypatch.setattr(serve_module, "INLINE_BODY_BYTES", 10)  # this body counts as large
+    assert client.post("/annotate", json=body).json() == inline and len(calls) == 1
+
+
 def test_annotate_plain_text_pubtator_and_bioc(client):
     text = client.post("/annotate", content="Aspirin inhibits the receptor.\n", headers={"content-type": "text/plain"})
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")

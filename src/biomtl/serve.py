@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import threading
@@ -42,6 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from biomtl.annotate import ALL, split_sentences
@@ -73,6 +75,10 @@ MEDIA_TYPES = {
     "pubtator": "text/plain; charset=utf-8",
     JSON_API: "application/json",
 }
+INLINE_BODY_BYTES = 20_000
+"""``/annotate`` bodies up to this size are read and split into sentences on the event loop; larger ones in a
+thread (a few milliseconds of Python would otherwise hold up every other request)."""
+
 _BY_CONTENT_TYPE = {
     "application/json": JSON_API,
     "application/x-ndjson": "jsonl",
@@ -557,8 +563,11 @@ def model_routes(view: ModelView, options: ServeOptions, batcher: MicroBatcher) 
         text (one document per line), PubTator, BioC XML/JSON or JSONL (``input_format=``, else from the
         media type and content), or JSON: ``{"text": ...}``, ``{"texts": [...]}`` or ``{"documents": [{"id",
         "text", "entities"}]}``. The answer is in ``format=`` (default: the input's)."""
-        job, out = annotate_job(await request.body(), request.headers.get("content-type", ""), input_format, format,
-                                tasks, keep_input_entities, view.specs, options)
+        body = await request.body()
+        read = functools.partial(annotate_job, body, request.headers.get("content-type", ""), input_format, format,
+                                 tasks, keep_input_entities, view.specs, options)
+        # Reading and splitting a large body takes a while: off the event loop, so other requests go on.
+        job, out = await run_in_threadpool(read) if len(body) > INLINE_BODY_BYTES else read()
         collection, names, keep = job.collection, job.tasks, job.keep
         docs = collection.documents
         # Requests are combined only when they would be planned alike: same heads, same kept types and the
