@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,6 +137,43 @@ entity_types: {{Chemical: Chemical, Gene: Gene}}
 metric: {{name: classification_f1, args: {{exclude: ["false"]}}}}
 main_metric: micro_f1
 """
+
+
+TOY_CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
+TOY_GENES = ["receptor", "protein"]
+
+
+def write_toy_entities(root: Path, rng: Any, split: str, n: int, filler: list[str]) -> None:
+    """One split of two NER tasks over the same ``n`` random sentences: ``chem.{split}.conll`` tags
+    :data:`TOY_CHEMICALS` (Chemical), ``gene.{split}.conll`` tags :data:`TOY_GENES` (Gene)."""
+    with open(root / f"chem.{split}.conll", "w") as chem, open(root / f"gene.{split}.conll", "w") as gene:
+        for _ in range(n):
+            words = [rng.choice(filler + TOY_CHEMICALS + TOY_GENES) for _ in range(rng.randint(4, 10))]
+            for w in words:
+                chem.write(f"{w}\t{'B-Chemical' if w in TOY_CHEMICALS else 'O'}\n")
+                gene.write(f"{w}\t{'B-Gene' if w in TOY_GENES else 'O'}\n")
+            chem.write("\n")
+            gene.write("\n")
+
+
+def write_toy_cue_relations(root: Path, rng: Any, split: str, n: int) -> None:
+    """One split of a masked relation task, ``rel.{split}.tsv``: ``@CHEMICAL$ cue the @GENE$ .`` labelled by
+    its cue word (inhibits: CPR:4, binding: CPR:3, and: false)."""
+    with open(root / f"rel.{split}.tsv", "w") as f:
+        f.write("index\tsentence\tlabel\n")
+        for i in range(n):
+            cue = rng.choice(["inhibits", "binding", "and"])
+            label = {"inhibits": "CPR:4", "binding": "CPR:3", "and": "false"}[cue]
+            f.write(f"{split}{i}\t@CHEMICAL$ {cue} the @GENE$ .\t{label}\n")
+
+
+def toy_ner_yaml(root: Path, name: str, prefix: str, label: str) -> str:
+    """The config of the NER task ``name`` over ``{prefix}.{split}.conll`` (:func:`write_toy_entities`)."""
+    files = ", ".join(f"{s}: {root}/{prefix}.{s}.conll" for s in ("train", "dev", "test"))
+    return (
+        f"name: {name}\ntype: tagging\nformat: conll\nfiles: {{{files}}}\ncolumns: {{token: 0, tag: 1}}\n"
+        f"labels: [{label}]\nmetric: {{name: entity_f1}}\nmain_metric: f1\n"
+    )
 
 
 def write_toy_span_relation(root: Path, name: str, chemicals: list[str], genes: list[str], filler: list[str],

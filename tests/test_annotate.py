@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_cue_relations, write_toy_entities
 
 from biomtl.annotate import ALL, annotate, candidate_pairs, masked, plan_tasks, split_sentences
 from biomtl.cli import main
@@ -17,8 +18,7 @@ from biomtl.formats import PREDICTED, Document, Mention, Passage, read_documents
 from biomtl.predict import Predictor
 from biomtl.tasks import load_dataset_spec
 
-CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
-GENES = ["receptor", "protein"]
+CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 
 RELATION_YAML = """name: e2e-rel
 type: classification
@@ -35,37 +35,17 @@ main_metric: micro_f1
 """
 
 
-def _ner_yaml(root: Path, prefix: str, label: str) -> str:
-    files = ", ".join(f"{s}: {root}/{prefix}.{s}.conll" for s in ("train", "dev", "test"))
-    return (
-        f"name: e2e-{prefix}\ntype: tagging\nformat: conll\nfiles: {{{files}}}\ncolumns: {{token: 0, tag: 1}}\n"
-        f"labels: [{label}]\nmetric: {{name: entity_f1}}\nmain_metric: f1\n"
-    )
-
-
 def write_e2e_tasks(root: Path) -> dict[str, Path]:
     """Chemical NER, gene NER and a relation task whose label follows a cue word."""
     rng = random.Random(0)
     filler = ["the", "of", "in", "patients", "cells", "was", "with"]
     for split, n in (("train", 40), ("dev", 8), ("test", 8)):
-        with open(root / f"chem.{split}.conll", "w") as chem, open(root / f"gene.{split}.conll", "w") as gene:
-            for _ in range(n):
-                words = [rng.choice(filler + CHEMICALS + GENES) for _ in range(rng.randint(4, 10))]
-                for w in words:
-                    chem.write(f"{w}\t{'B-Chemical' if w in CHEMICALS else 'O'}\n")
-                    gene.write(f"{w}\t{'B-Gene' if w in GENES else 'O'}\n")
-                chem.write("\n")
-                gene.write("\n")
-        with open(root / f"rel.{split}.tsv", "w") as f:
-            f.write("index\tsentence\tlabel\n")
-            for i in range(n):
-                cue = rng.choice(["inhibits", "binding", "and"])
-                label = {"inhibits": "CPR:4", "binding": "CPR:3", "and": "false"}[cue]
-                f.write(f"{split}{i}\t@CHEMICAL$ {cue} the @GENE$ .\t{label}\n")
+        write_toy_entities(root, rng, split, n, filler)
+        write_toy_cue_relations(root, rng, split, n)
     configs = {}
     for name, text in (
-        ("e2e-chem", _ner_yaml(root, "chem", "Chemical")),
-        ("e2e-gene", _ner_yaml(root, "gene", "Gene")),
+        ("e2e-chem", toy_ner_yaml(root, "e2e-chem", "chem", "Chemical")),
+        ("e2e-gene", toy_ner_yaml(root, "e2e-gene", "gene", "Gene")),
         ("e2e-rel", RELATION_YAML.format(root=root)),
     ):
         configs[name] = root / f"{name}.yaml"

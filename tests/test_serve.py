@@ -18,6 +18,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("fastapi_offline", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
+from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_cue_relations, write_toy_entities  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from biomtl.cli import main  # noqa: E402
@@ -26,8 +27,7 @@ from biomtl.predict import Predictor  # noqa: E402
 from biomtl.serve import ServeOptions, create_app  # noqa: E402
 from biomtl.worker import BucketedEncoder, PackedEncoder  # noqa: E402
 
-CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
-GENES = ["receptor", "protein"]
+CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 FILLER = ["the", "of", "in", "patients", "cells", "was", "with", "cancer", "pain"]
 
 ABSTRACT = (
@@ -55,20 +55,8 @@ def write_serve_tasks(root: Path) -> list[Path]:
     cue words) and a similarity task (shared words)."""
     rng = random.Random(0)
     for split, n in (("train", 48), ("dev", 8), ("test", 8)):
-        with open(root / f"chem.{split}.conll", "w") as chem, open(root / f"gene.{split}.conll", "w") as gene:
-            for _ in range(n):
-                words = [rng.choice(FILLER + CHEMICALS + GENES) for _ in range(rng.randint(4, 10))]
-                for w in words:
-                    chem.write(f"{w}\t{'B-Chemical' if w in CHEMICALS else 'O'}\n")
-                    gene.write(f"{w}\t{'B-Gene' if w in GENES else 'O'}\n")
-                chem.write("\n")
-                gene.write("\n")
-        with open(root / f"rel.{split}.tsv", "w") as f:
-            f.write("index\tsentence\tlabel\n")
-            for i in range(n):
-                cue = rng.choice(["inhibits", "binding", "and"])
-                label = {"inhibits": "CPR:4", "binding": "CPR:3", "and": "false"}[cue]
-                f.write(f"{split}{i}\t@CHEMICAL$ {cue} the @GENE$ .\t{label}\n")
+        write_toy_entities(root, rng, split, n, FILLER)
+        write_toy_cue_relations(root, rng, split, n)
         with open(root / f"doc.{split}.tsv", "w") as f:
             f.write("index\tdoc_id\tsentence\tlabels\n")
             for i in range(n):
@@ -88,10 +76,8 @@ def write_serve_tasks(root: Path) -> list[Path]:
         return "{" + ", ".join(f"{s}: {root}/{prefix}.{s}.{ext}" for s in ("train", "dev", "test")) + "}"
 
     yamls = {
-        "srv-chem": f"name: srv-chem\ntype: tagging\nformat: conll\nfiles: {files('chem', 'conll')}\n"
-                    "columns: {token: 0, tag: 1}\nlabels: [Chemical]\nmetric: {name: entity_f1}\nmain_metric: f1\n",
-        "srv-gene": f"name: srv-gene\ntype: tagging\nformat: conll\nfiles: {files('gene', 'conll')}\n"
-                    "columns: {token: 0, tag: 1}\nlabels: [Gene]\nmetric: {name: entity_f1}\nmain_metric: f1\n",
+        "srv-chem": toy_ner_yaml(root, "srv-chem", "chem", "Chemical"),
+        "srv-gene": toy_ner_yaml(root, "srv-gene", "gene", "Gene"),
         "srv-rel": RELATION_YAML.format(root=root),
         "srv-doc": f"name: srv-doc\ntype: multilabel\nformat: tsv\nfiles: {files('doc', 'tsv')}\n"
                    "columns: {id: index, doc_id: doc_id, text: sentence, label: labels}\nlabels: [cancer, pain]\n"

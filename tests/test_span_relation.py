@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_span_relation
+from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_entities, write_toy_span_relation
 
 from biomtl.annotate import ALL, annotate, plan_tasks, split_sentences
 from biomtl.cli import main
@@ -23,37 +23,21 @@ from biomtl.tasks import load_dataset_spec, make_task
 from biomtl.tasks.base import HeadSettings, InvalidLabel
 from biomtl.tasks.span_relation import SpanPairHead, parse_spans
 
-CHEMICALS = ["aspirin", "naloxone", "clonidine", "heparin"]
-GENES = ["receptor", "protein"]
+CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 FILLER = ["the", "of", "in", "patients", "cells", "was", "with"]
-
-
-def _ner_yaml(root: Path, prefix: str, label: str) -> str:
-    files = ", ".join(f"{s}: {root}/{prefix}.{s}.conll" for s in ("train", "dev", "test"))
-    return (
-        f"name: span-{prefix}\ntype: tagging\nformat: conll\nfiles: {{{files}}}\ncolumns: {{token: 0, tag: 1}}\n"
-        f"labels: [{label}]\nmetric: {{name: entity_f1}}\nmain_metric: f1\n"
-    )
 
 
 def write_span_tasks(root: Path) -> dict[str, Path]:
     rng = random.Random(0)
     for split, n in (("train", 48), ("dev", 12), ("test", 12)):
-        with open(root / f"chem.{split}.conll", "w") as chem, open(root / f"gene.{split}.conll", "w") as gene:
-            for _ in range(n):
-                words = [rng.choice(FILLER + CHEMICALS + GENES) for _ in range(rng.randint(4, 10))]
-                for w in words:
-                    chem.write(f"{w}\t{'B-Chemical' if w in CHEMICALS else 'O'}\n")
-                    gene.write(f"{w}\t{'B-Gene' if w in GENES else 'O'}\n")
-                chem.write("\n")
-                gene.write("\n")
+        write_toy_entities(root, rng, split, n, FILLER)
     configs = {
         "span-chem": root / "span-chem.yaml",
         "span-gene": root / "span-gene.yaml",
         "span-rel": write_toy_span_relation(root, "span-rel", CHEMICALS, GENES, FILLER),
     }
-    configs["span-chem"].write_text(_ner_yaml(root, "chem", "Chemical"))
-    configs["span-gene"].write_text(_ner_yaml(root, "gene", "Gene"))
+    configs["span-chem"].write_text(toy_ner_yaml(root, "span-chem", "chem", "Chemical"))
+    configs["span-gene"].write_text(toy_ner_yaml(root, "span-gene", "gene", "Gene"))
     return configs
 
 
