@@ -176,6 +176,19 @@ def toy_ner_yaml(root: Path, name: str, prefix: str, label: str) -> str:
     )
 
 
+def train_toy_model(tasks: list[Path], encoder: str, out: Path, epochs: int) -> Path:
+    """A tiny model trained quickly on toy tasks (batch 8, LR 3e-3, max length 32, one thread); its ``best``."""
+    from biomtl.config import RunConfig
+    from biomtl.train import train
+
+    config = RunConfig(
+        tasks=[str(p) for p in tasks], output_dir=str(out), encoder=encoder, epochs=epochs, batch_size=8, lr=3e-3,
+        max_length=32, num_threads=1, device="cpu", save_predictions=False,
+    )
+    train(config, progress=False)
+    return out / "best"
+
+
 def write_toy_span_relation(root: Path, name: str, chemicals: list[str], genes: list[str], filler: list[str],
                             sizes: tuple[int, int, int] = (48, 12, 12), seed: int = 0) -> Path:
     """A ``span_relation`` task (jsonl rows with two argument spans): ``<filler> chemical cue the gene <filler> .``

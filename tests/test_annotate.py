@@ -8,11 +8,17 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_cue_relations, write_toy_entities
+from conftest import (
+    TOY_CHEMICALS,
+    TOY_GENES,
+    toy_ner_yaml,
+    train_toy_model,
+    write_toy_cue_relations,
+    write_toy_entities,
+)
 
 from biomtl.annotate import ALL, annotate, candidate_pairs, masked, plan_tasks, split_sentences
 from biomtl.cli import main
-from biomtl.config import RunConfig
 from biomtl.errors import BiomtlError, ConfigError
 from biomtl.formats import PREDICTED, Document, Mention, Passage, read_documents, write_documents
 from biomtl.predict import Predictor
@@ -60,15 +66,7 @@ def e2e_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_encoder: str, e2e_tasks: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from biomtl.train import train
-
-    out = tmp_path_factory.mktemp("e2e-run") / "run"
-    config = RunConfig(
-        tasks=[str(p) for p in e2e_tasks.values()], output_dir=str(out), encoder=tiny_encoder, epochs=6,
-        batch_size=8, lr=3e-3, max_length=32, num_threads=1, device="cpu", save_predictions=False,
-    )
-    train(config, progress=False)
-    return out / "best"
+    return train_toy_model(list(e2e_tasks.values()), tiny_encoder, tmp_path_factory.mktemp("e2e-run") / "run", epochs=6)
 
 
 @pytest.fixture(scope="module")

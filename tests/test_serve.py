@@ -18,11 +18,17 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("fastapi_offline", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
-from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_cue_relations, write_toy_entities  # noqa: E402
+from conftest import (  # noqa: E402
+    TOY_CHEMICALS,
+    TOY_GENES,
+    toy_ner_yaml,
+    train_toy_model,
+    write_toy_cue_relations,
+    write_toy_entities,
+)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from biomtl.cli import main  # noqa: E402
-from biomtl.config import RunConfig  # noqa: E402
 from biomtl.predict import Predictor  # noqa: E402
 from biomtl.serve import ServeOptions, create_app  # noqa: E402
 from biomtl.worker import BucketedEncoder, PackedEncoder  # noqa: E402
@@ -99,16 +105,8 @@ _MODELS: dict[str, Path] = {}
 def serve_model(tiny_encoder: str, factory: pytest.TempPathFactory) -> Path:
     """The tiny 5-head model, trained once per session (shared by the serve test modules)."""
     if "model" not in _MODELS:
-        from biomtl.train import train
-
-        root = factory.mktemp("serve-tasks")
-        out = factory.mktemp("serve-run") / "run"
-        config = RunConfig(
-            tasks=[str(p) for p in write_serve_tasks(root)], output_dir=str(out), encoder=tiny_encoder, epochs=6,
-            batch_size=8, lr=3e-3, max_length=32, num_threads=1, device="cpu", save_predictions=False,
-        )
-        train(config, progress=False)
-        _MODELS["model"] = out / "best"
+        tasks = write_serve_tasks(factory.mktemp("serve-tasks"))
+        _MODELS["model"] = train_toy_model(tasks, tiny_encoder, factory.mktemp("serve-run") / "run", epochs=6)
     return _MODELS["model"]
 
 

@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TOY_CHEMICALS, TOY_GENES, toy_ner_yaml, write_toy_entities, write_toy_span_relation
+from conftest import (
+    TOY_CHEMICALS,
+    TOY_GENES,
+    toy_ner_yaml,
+    train_toy_model,
+    write_toy_entities,
+    write_toy_span_relation,
+)
 
 from biomtl.annotate import ALL, annotate, plan_tasks, split_sentences
 from biomtl.cli import main
-from biomtl.config import RunConfig
 from biomtl.errors import ConfigError, DataError
 from biomtl.formats import PREDICTED, read_documents
 from biomtl.model import load_tokenizer
@@ -48,15 +54,7 @@ def span_tasks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_encoder: str, span_tasks: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from biomtl.train import train
-
-    out = tmp_path_factory.mktemp("span-run") / "run"
-    config = RunConfig(
-        tasks=[str(p) for p in span_tasks.values()], output_dir=str(out), encoder=tiny_encoder, epochs=8,
-        batch_size=8, lr=3e-3, max_length=32, num_threads=1, device="cpu", save_predictions=False,
-    )
-    train(config, progress=False)
-    return out / "best"
+    return train_toy_model(list(span_tasks.values()), tiny_encoder, tmp_path_factory.mktemp("span-run") / "run", epochs=8)
 
 
 @pytest.fixture(scope="module")
