@@ -11,8 +11,9 @@ which a matrix product's rows do not depend on how many rows it has (:func:`batc
 threads never wait on the HTTP server's Python (they share no interpreter lock); ``create_app(predictor)``
 runs it in a thread of the calling process.
 
->>> model = ModelProcess("runs/mtl/best")  # doctest: +SKIP
->>> model.view.specs.keys(), model("predict", ...)  # doctest: +SKIP
+>>> model = ModelProcess(LoadSettings("runs/mtl/best"))  # doctest: +SKIP
+>>> model(("predict", "bc5cdr-chemical"), [["Aspirin inhibits COX-2."]])  # one result per request  # doctest: +SKIP
+>>> model.close()  # doctest: +SKIP
 """
 
 from __future__ import annotations
