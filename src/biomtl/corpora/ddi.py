@@ -414,91 +414,103 @@ def _differences(
     blue: dict[str, dict[str, tuple[str, str]]],
 ) -> list[dict]:
     """Every known way in which these files differ from the official corpus or from BLUE, with counts."""
-    differences = []
+    differences = [
+        _omitted_training(pool, splits, omitted, blue),
+        _dev_sentences_split(pool, splits, blue),
+        _dev_documents_in_train(splits),
+    ]
+    if "test" in blue:
+        differences.append(_extra_test_rows(zip_path, splits, blue))
+    differences.append(_texts_differ(splits, blue))
+    return differences
+
+
+def _omitted_training(
+    pool: list[Pair], splits: dict[str, list[Pair]], omitted: dict[str, list[Pair]], blue: dict[str, dict[str, tuple[str, str]]]
+) -> dict:
     omitted_pairs = [p for pairs in omitted.values() for p in pairs]
-    typeless = [p.id for p in pool if p.label is None]
     official = sum(p.label != FALSE for p in pool)
     dev_positives = sum(p.label != FALSE for p in splits["dev"])
     omitted_positives = sum(p.label != FALSE for p in omitted_pairs)
-    differences.append(
-        {
-            "what": "official training sentences left out (BLUE kept none of their pairs)",
-            "sentences": len(omitted),
-            "pairs": len(omitted_pairs),
-            "positives": omitted_positives,
-            "positives_per_label": dict(
-                Counter(p.label or "ddi=true without type" for p in omitted_pairs if p.label != FALSE)
-            ),
-            "examples": [
-                {"sentence": s, "pairs": len(ps), "positives": sum(p.label != FALSE for p in ps)}
-                for s, ps in omitted.items()
-            ],
-            "why": (
-                f"These are all the official training positives that BLUE lacks ({official} official = "
-                f"{len(blue['train'])} BLUE train + {dev_positives} BLUE dev + {omitted_positives}). BLUE has none "
-                "of their pairs; they are not duplicates of kept sentences, not test sentences, and not all long "
-                "(three have one pair), so these files do not show why. Most likely BLUE's copy of the corpus "
-                "differed there: this zip last changed in 2020, after BLUE, and BLUE's text differs from it "
-                'elsewhere too (see below). They hold the one pair with ddi="true" and no type, which BLUE\'s '
-                "script would have labelled DDI-None."
-            ),
-            "typeless_positive_pairs": typeless,
-        }
-    )
+    return {
+        "what": "official training sentences left out (BLUE kept none of their pairs)",
+        "sentences": len(omitted),
+        "pairs": len(omitted_pairs),
+        "positives": omitted_positives,
+        "positives_per_label": dict(
+            Counter(p.label or "ddi=true without type" for p in omitted_pairs if p.label != FALSE)
+        ),
+        "examples": [
+            {"sentence": s, "pairs": len(ps), "positives": sum(p.label != FALSE for p in ps)}
+            for s, ps in omitted.items()
+        ],
+        "why": (
+            f"These are all the official training positives that BLUE lacks ({official} official = "
+            f"{len(blue['train'])} BLUE train + {dev_positives} BLUE dev + {omitted_positives}). BLUE has none "
+            "of their pairs; they are not duplicates of kept sentences, not test sentences, and not all long "
+            "(three have one pair), so these files do not show why. Most likely BLUE's copy of the corpus "
+            "differed there: this zip last changed in 2020, after BLUE, and BLUE's text differs from it "
+            'elsewhere too (see below). They hold the one pair with ddi="true" and no type, which BLUE\'s '
+            "script would have labelled DDI-None."
+        ),
+        "typeless_positive_pairs": [p.id for p in pool if p.label is None],
+    }
+
+
+def _dev_sentences_split(pool: list[Pair], splits: dict[str, list[Pair]], blue: dict[str, dict[str, tuple[str, str]]]) -> dict:
     dev_sentences = {p.sentence_id for p in splits["dev"]}
     split_sentence = [p for p in pool if p.sentence_id in dev_sentences and p.id not in blue["dev"]]
-    differences.append(
-        {
-            "what": "pairs of a BLUE dev sentence that are not in BLUE's dev.tsv; written to train",
-            "count": len(split_sentence),
-            "labels": dict(Counter(p.label for p in split_sentence)),
-            "examples": [p.id for p in split_sentence[:5]],
-        }
-    )
+    return {
+        "what": "pairs of a BLUE dev sentence that are not in BLUE's dev.tsv; written to train",
+        "count": len(split_sentence),
+        "labels": dict(Counter(p.label for p in split_sentence)),
+        "examples": [p.id for p in split_sentence[:5]],
+    }
+
+
+def _dev_documents_in_train(splits: dict[str, list[Pair]]) -> dict:
     dev_docs = {_document_of(p.id) for p in splits["dev"]}
-    differences.append(
-        {
-            "what": "dev is not document-disjoint from train (BLUE split by sentence)",
-            "dev_documents": len(dev_docs),
-            "dev_documents_also_in_train": len(dev_docs & {_document_of(p.id) for p in splits["train"]}),
-        }
-    )
-    if "test" in blue:
-        test_ids = {p.id for p in splits["test"]}
-        extra = sorted((i for i in blue["test"] if i not in test_ids), key=_id_key)
-        ner = {p.sentence: p.id for p in read_pairs(zip_path, (NER_TEST_PART,))}
-        differences.append(
-            {
-                "what": "BLUE test rows not in the official DDI Extraction test set; not written",
-                "count": len(extra),
-                "labels": dict(Counter(blue["test"][i][1] for i in extra)),
-                "masked_sentence_equals_a_DrugNER_test_pair": sum(blue["test"][i][0] in ner for i in extra),
-                "examples": extra[:3],
-                "why": (
-                    "BLUE's test has the pairs of a 'Test for DrugNER task' document (21928724.xml, DDI-MedLine.d206 "
-                    f"here) under the ids DrugDDI.d21928724.*; the official DDI Extraction test set (and BLURB) has "
-                    f"{len(test_ids)} pairs without it."
-                ),
-            }
-        )
+    return {
+        "what": "dev is not document-disjoint from train (BLUE split by sentence)",
+        "dev_documents": len(dev_docs),
+        "dev_documents_also_in_train": len(dev_docs & {_document_of(p.id) for p in splits["train"]}),
+    }
+
+
+def _extra_test_rows(zip_path: Path, splits: dict[str, list[Pair]], blue: dict[str, dict[str, tuple[str, str]]]) -> dict:
+    test_ids = {p.id for p in splits["test"]}
+    extra = sorted((i for i in blue["test"] if i not in test_ids), key=_id_key)
+    ner = {p.sentence: p.id for p in read_pairs(zip_path, (NER_TEST_PART,))}
+    return {
+        "what": "BLUE test rows not in the official DDI Extraction test set; not written",
+        "count": len(extra),
+        "labels": dict(Counter(blue["test"][i][1] for i in extra)),
+        "masked_sentence_equals_a_DrugNER_test_pair": sum(blue["test"][i][0] in ner for i in extra),
+        "examples": extra[:3],
+        "why": (
+            "BLUE's test has the pairs of a 'Test for DrugNER task' document (21928724.xml, DDI-MedLine.d206 "
+            f"here) under the ids DrugDDI.d21928724.*; the official DDI Extraction test set (and BLURB) has "
+            f"{len(test_ids)} pairs without it."
+        ),
+    }
+
+
+def _texts_differ(splits: dict[str, list[Pair]], blue: dict[str, dict[str, tuple[str, str]]]) -> dict:
     text_differs = [
         p
         for split, pairs in splits.items()
         for p in pairs
         if p.id in blue.get(split, {}) and p.sentence != blue[split][p.id][0]
     ]
-    differences.append(
-        {
-            "what": "rows whose masked sentence differs from BLUE's (same id and label)",
-            "count": len(text_differs),
-            "sentences": sorted({p.sentence_id for p in text_differs}, key=_id_key),
-            "why": (
-                "BLUE's corpus copy has two spaces where this zip has one (after the bracketed MedLine title, "
-                "'...neuroleptics]  It has'); the masks are in the same places."
-            ),
-        }
-    )
-    return differences
+    return {
+        "what": "rows whose masked sentence differs from BLUE's (same id and label)",
+        "count": len(text_differs),
+        "sentences": sorted({p.sentence_id for p in text_differs}, key=_id_key),
+        "why": (
+            "BLUE's corpus copy has two spaces where this zip has one (after the bracketed MedLine title, "
+            "'...neuroleptics]  It has'); the masks are in the same places."
+        ),
+    }
 
 
 def _document_of(pair_id: str) -> str:
