@@ -474,6 +474,11 @@ def _add_training_commands(sub: Any) -> None:
 
 def _add_model_commands(sub: Any) -> None:
     """What runs a trained model or an encoder: ``evaluate``, ``predict``, ``annotate``, ``serve``, ``export``."""
+    for add in (_add_evaluate, _add_predict, _add_annotate, _add_serve, _add_export):
+        add(sub)
+
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
         "evaluate", help="score a model directory on dev/test, or an encoder zero-shot (similarity) → one JSON line per task",
         description="Score a saved model directory's tasks on dev or test with the decision rules it stores, or "
@@ -493,6 +498,8 @@ def _add_model_commands(sub: Any) -> None:
     _data_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="raw text or JSONL → JSONL predictions",
         description="Plain text: for a tagging (NER) head and for --task all the whole input is ONE document, "
@@ -512,6 +519,8 @@ def _add_model_commands(sub: Any) -> None:
     _predictor_flags(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_annotate(sub: Any) -> None:
     p = sub.add_parser("annotate", help="documents → entities, relations between them, document labels (all heads)")
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
     p.add_argument("input", help="input file, '-' for stdin")
@@ -533,6 +542,8 @@ def _add_model_commands(sub: Any) -> None:
     _predictor_flags(p)
     p.set_defaults(func=cmd_annotate)
 
+
+def _add_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="HTTP service and web page for a model (needs the serve extra)")
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
     p.add_argument("--host", default="127.0.0.1")
@@ -547,6 +558,8 @@ def _add_model_commands(sub: Any) -> None:
     _predictor_flags(p)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="a model as Hugging Face checkpoints (one per task) or one ONNX graph")
     p.add_argument("model", help="a saved model directory (e.g. runs/x/best)")
     p.add_argument("--format", required=True, choices=["hf", "onnx"])
