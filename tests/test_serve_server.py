@@ -192,9 +192,11 @@ def test_a_model_process_that_died_gives_503_and_errors_cross_as_their_line(mode
         with TestClient(create_app(model)) as client:
             assert client.get("/health").json()["encoder_batches"] == "packed"
             model._process.kill()
+            model._process.join(30)
+            health = client.get("/health")  # before any request finds it out
+            assert health.status_code == 503 and "the model process ended unexpectedly" in health.json()["error"]
             answer = client.post("/predict/srv-chem", json={"inputs": ["aspirin"]})
             assert answer.status_code == 503 and "the model process ended unexpectedly" in answer.json()["error"]
-            assert client.get("/health").status_code == 503
         with pytest.raises(ModelUnavailable):
             model(("predict", "srv-chem"), [["aspirin"]])
     finally:

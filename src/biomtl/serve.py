@@ -436,7 +436,7 @@ def create_app(model: Predictor | ModelProcess, options: ServeOptions | None = N
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     add_error_handlers(app)
-    failed = (lambda: model.failed) if isinstance(model, ModelProcess) else (lambda: None)
+    failed = model.problem if isinstance(model, ModelProcess) else (lambda: None)
     app.include_router(info_routes(view, options, batcher, model_name, failed))
     app.include_router(model_routes(view, options, batcher))
     return app

@@ -310,18 +310,24 @@ class ModelProcess:
         self.view: ModelView = value
 
     def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
-        if self.failed:
-            raise ModelUnavailable(self.failed)
+        if why := self.problem():
+            raise ModelUnavailable(why)
         try:
             self._conn.send((key, payloads))
         except OSError:
-            self._receive()  # names the failure
-        status, value = self._receive() if not self.failed else ("failed", self.failed)
+            pass  # the process is gone: receiving says so
+        status, value = self._receive()
         if status == "failed":
             raise ModelUnavailable(value)
         if status != "ok":
             raise RuntimeError(value)
         return value
+
+    def problem(self) -> str | None:
+        """Why no call can run (the model process has ended), else ``None``."""
+        if self.failed is None and not self._process.is_alive():
+            self.failed = f"the model process ended unexpectedly (exit code {self._process.exitcode})"
+        return self.failed
 
     def _receive(self) -> tuple[str, Any]:
         try:
