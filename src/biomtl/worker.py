@@ -227,7 +227,9 @@ class Runner:
         return out
 
     def annotate(self, key: tuple, payloads: list[AnnotateJob]) -> list[Any]:
-        collections = [copy.deepcopy(job.collection) for job in payloads]  # annotate() adds to them; a rerun starts afresh
+        # annotate() adds to the documents: a combined call works on copies, so that the job-by-job rerun after
+        # a failure starts afresh; a job alone is never rerun.
+        collections = [copy.deepcopy(job.collection) if len(payloads) > 1 else job.collection for job in payloads]
         combined = Collection([doc for collection in collections for doc in collection.documents])
         sentences = [doc_sentences for job in payloads for doc_sentences in job.sentences]
         annotate(self.predictor, combined, "request", payloads[0].tasks, payloads[0].keep, sentences)
