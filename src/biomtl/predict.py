@@ -296,7 +296,6 @@ class Predictor:
         text is one sentence already), each sentence in its own word windows (the encoder once per window,
         every head on the same states). Returns, per token-level head, each text's entities with offsets into
         the text; per sentence head, each text's logits averaged over the windows of its sentences."""
-        self.model.eval()
         # (text, start, sentence); a sentence is one example of the heads, its windows its features
         pieces = [
             (i, start, piece)
