@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -31,15 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     TASK,
     add_training_args,
-    command_line,
-    machine,
-    machine_line,
     peak_memory_mib,
     prepared_dir,
     reset_peak_memory,
-    write_json,
 )
-from hf_recipe import table  # noqa: E402
+from hf_recipe import side_main  # noqa: E402
 
 
 class EpochTimes(logging.Handler):
@@ -164,15 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = parse_args(argv)
-    result = run(args)
-    info = machine()
-    print(table([result]))
-    print(f"\ntest {result['main_metric']} on {result['test_examples']} {result['task']} test examples")
-    print(f"machine: {machine_line(info)}\ncommand: {command_line()}")
-    write_json(args.json_out, {"command": command_line(), "machine": info, "args": vars(args), "result": result})
+    side_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -362,16 +363,26 @@ def table(results: list[dict[str, Any]]) -> str:
     return markdown_table([h for _, h in COLUMNS], [[r[k] for k, _ in COLUMNS] for r in results])
 
 
-def main(argv: list[str] | None = None) -> None:
+def side_main(
+    parse: Callable[[list[str] | None], argparse.Namespace],
+    train: Callable[[argparse.Namespace], dict[str, Any]],
+    argv: list[str] | None = None,
+) -> None:
+    """One side's command line (this script's and ``biomtl_train.py``'s): train, print the row and the machine,
+    write ``--json-out``."""
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = parse_args(argv)
-    result = run(args)
+    args = parse(argv)
+    result = train(args)
     info = machine()
     print(table([result]))
     print(f"\ntest {result['main_metric']} on {result['test_examples']} {result['task']} test examples")
     print(f"machine: {machine_line(info)}\ncommand: {command_line()}")
     write_json(args.json_out, {"command": command_line(), "machine": info, "args": vars(args), "result": result})
+
+
+def main(argv: list[str] | None = None) -> None:
+    side_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
