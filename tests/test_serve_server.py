@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -174,7 +174,16 @@ def test_the_model_process_ends_with_the_server_however_it_ends(model_dir):
         assert not any(_alive(c) for c in children), "a child of the server outlived it"
 
 
-def test_a_model_process_that_died_gives_503_and_errors_cross_as_their_line(model_dir):
+def _wait_for(condition: Callable[[], bool], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_model_process_that_died_is_started_again_and_errors_cross_as_their_line(model_dir):
+    """Killed, the model process is started again by itself (``/health`` says so meanwhile with a 503); one
+    that ends more often than its restart allowance stays down, and every request gets a 503 with its line."""
     from fastapi.testclient import TestClient
 
     from biomtl.errors import BiomtlError
@@ -183,22 +192,66 @@ def test_a_model_process_that_died_gives_503_and_errors_cross_as_their_line(mode
 
     with pytest.raises(BiomtlError, match="missing"):
         ModelProcess(LoadSettings(str(model_dir.parent / "missing")))
-    model = ModelProcess(LoadSettings(str(model_dir), precision="fp32"))
+    model = ModelProcess(LoadSettings(str(model_dir), precision="fp32"), restarts=1)
     try:
         assert sorted(model.view.specs) == ["srv-chem", "srv-doc", "srv-gene", "srv-rel", "srv-sts"]
         [rows, bad] = model(("predict", "srv-rel"), [["@CHEMICAL$ inhibits @GENE$ ."], ["no masks"]])
         assert rows[0]["label"] in ("CPR:3", "CPR:4", "false")
         assert isinstance(bad, BiomtlError) and str(bad).startswith("inputs:1: ")  # a DataError, as its line
         with TestClient(create_app(model)) as client:
-            assert client.get("/health").json()["encoder_batches"] == "packed"
-            model._process.kill()
-            model._process.join(30)
+            health = client.get("/health").json()
+            assert health["encoder_batches"] == "packed" and health["model_restarts"] == 0
+            before = client.post("/predict/srv-chem", json={"inputs": ["aspirin"]}).json()
+            first = model._process
+            first.kill()
+            first.join(30)
             health = client.get("/health")  # before any request finds it out
-            assert health.status_code == 503 and "the model process ended unexpectedly" in health.json()["error"]
+            assert health.status_code == 503
+            assert "the model process ended unexpectedly (exit code -9)" in health.json()["error"]
+            assert "starting it again" in health.json()["error"]
+            _wait_for(lambda: client.get("/health").status_code == 200)
+            assert model._process is not first and client.get("/health").json()["model_restarts"] == 1
+            assert client.post("/predict/srv-chem", json={"inputs": ["aspirin"]}).json() == before
+
+            model._process.kill()  # a second end within the window: over the allowance of one restart
+            model._process.join(30)
+            _wait_for(lambda: model.failed is not None)
+            health = client.get("/health")
+            assert health.status_code == 503 and "not started again: it ended 2 times" in health.json()["error"]
             answer = client.post("/predict/srv-chem", json={"inputs": ["aspirin"]})
             assert answer.status_code == 503 and "the model process ended unexpectedly" in answer.json()["error"]
         with pytest.raises(ModelUnavailable):
             model(("predict", "srv-chem"), [["aspirin"]])
+    finally:
+        model.close()
+
+
+@pytest.mark.slow
+def test_a_call_in_flight_when_the_model_process_dies_gets_unavailable_and_the_next_call_is_answered(model_dir):
+    from biomtl.worker import LoadSettings, ModelProcess, ModelUnavailable
+
+    model = ModelProcess(LoadSettings(str(model_dir), precision="fp32"), restarts=100)
+    try:
+        expected = model(("predict", "srv-chem"), [["aspirin"]])
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                model(("predict", "srv-chem"), [["aspirin inhibits the protein receptor"] * 256])
+                outcome.append(None)
+            except ModelUnavailable as e:
+                outcome.append(e)
+
+        while not outcome or outcome[-1] is None:  # until a kill lands during a call
+            _wait_for(lambda: model.problem() is None)
+            caller = threading.Thread(target=call)
+            caller.start()
+            time.sleep(0.02)
+            model._process.kill()
+            caller.join(60)
+        assert "the model process ended unexpectedly (exit code -9)" in str(outcome[-1])
+        assert model(("predict", "srv-chem"), [["aspirin"]]) == expected  # waits for the restart
+        assert model.restarts == len(outcome) and model.problem() is None
     finally:
         model.close()
 

@@ -436,8 +436,8 @@ def create_app(model: Predictor | ModelProcess, options: ServeOptions | None = N
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     add_error_handlers(app)
-    failed = model.problem if isinstance(model, ModelProcess) else (lambda: None)
-    app.include_router(info_routes(view, options, batcher, model_name, failed))
+    process = model if isinstance(model, ModelProcess) else None
+    app.include_router(info_routes(view, options, batcher, model_name, process))
     app.include_router(model_routes(view, options, batcher))
     return app
 
@@ -477,10 +477,10 @@ def add_error_handlers(app: Any) -> None:
 
 
 def info_routes(
-    view: ModelView, options: ServeOptions, batcher: MicroBatcher, model_name: str, failed: Callable[[], str | None],
+    view: ModelView, options: ServeOptions, batcher: MicroBatcher, model_name: str, process: ModelProcess | None,
 ) -> APIRouter:
-    """The web page and what the service is: ``/``, ``/health``, ``/tasks``. ``failed()``: why the model
-    cannot run any more (its process ended), else ``None``."""
+    """The web page and what the service is: ``/``, ``/health``, ``/tasks``. ``process``: the model's process,
+    if it runs in one (``/health`` says when it has ended and how often it was started again)."""
     router = APIRouter()
     static = resources.files("biomtl") / "static"
 
@@ -490,13 +490,14 @@ def info_routes(
 
     @router.get("/health", response_model=None)
     async def health() -> dict[str, Any] | Response:
-        """Liveness (a 503 once the model cannot run), and how requests are batched."""
-        if why := failed():
+        """Liveness (a 503 while the model cannot run), and how requests are batched."""
+        if process and (why := process.problem()):
             return _error(503, why)
         return {
             "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
             "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches,
             "model_calls": batcher.batches, "requests": batcher.jobs,
+            "model_restarts": process.restarts if process else 0,
         }
 
     @router.get("/tasks")

@@ -22,7 +22,10 @@ import copy
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,7 +289,13 @@ class LoadSettings:
 
 
 class ModelUnavailable(RuntimeError):
-    """The model's process has ended: no call can run (the service answers 503)."""
+    """The model's process has ended: the call cannot run (the service answers 503)."""
+
+
+RESTARTS = 3
+"""A model process that ends unexpectedly is started again, at most this many times in :data:`RESTART_WINDOW_S`
+(a crash loop, such as a request that kills it every time it is sent again, is not restarted for ever)."""
+RESTART_WINDOW_S = 600.0
 
 
 class ModelProcess:
@@ -295,62 +304,122 @@ class ModelProcess:
 
     The child ignores SIGINT and SIGTERM (the server decides when it ends, after the requests in flight) and
     ends when told to (:meth:`close`) or when the server's end of the pipe closes, however the server ended.
+    If it ends unexpectedly (killed, out of memory), the call in flight raises :class:`ModelUnavailable` and a
+    watcher thread starts the model again at once; calls made meanwhile wait for it. After ``restarts``
+    restarts within :data:`RESTART_WINDOW_S`, or if loading fails, it stays down and every call raises.
     """
 
-    def __init__(self, settings: LoadSettings) -> None:
+    def __init__(self, settings: LoadSettings, restarts: int = RESTARTS) -> None:
         read_manifest(Path(settings.model_dir))  # the usual mistakes (no such directory, not a model's) at once
+        self.settings = settings
+        self.max_restarts = restarts
+        self.restarts = 0  # how many times the model process was started again
+        self.failed: str | None = None  # why no call can run any more
+        self._restarting: str | None = None  # why the model process is being started again
+        self._ends: list[float] = []  # when it ended unexpectedly (monotonic), within the restart window
+        self._closing = False
+        self._lock = threading.Lock()  # one call, restart or close at a time
+        self.view: ModelView = self._start()
+        self._watcher = threading.Thread(target=self._watch, name="biomtl-model-watcher", daemon=True)
+        self._watcher.start()
+
+    def _start(self) -> ModelView:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_model_process, args=(child, settings), name="biomtl-model", daemon=True)
+        self._process = context.Process(target=_model_process, args=(child, self.settings), name="biomtl-model",
+                                        daemon=True)
         self._process.start()
         child.close()
-        self.failed: str | None = None  # why the model process cannot run any more
         status, value = self._receive()
         if status != "ready":
             self._process.join()
-            raise BiomtlError(value if status == "error" else f"{settings.model_dir}: {value} while loading the model")
-        self.view: ModelView = value
+            raise BiomtlError(value if status == "error" else f"{self.settings.model_dir}: {value} while loading the model")
+        return value
 
     def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
-        if why := self.problem():
-            raise ModelUnavailable(why)
-        try:
-            self._conn.send((key, payloads))
-        except OSError:
-            pass  # the process is gone: receiving says so
-        status, value = self._receive()
-        if status == "failed":
+        with self._lock:  # waits while the model is started again
+            if not self._process.is_alive() and not self._closing:
+                self._recover()  # ended since the watcher last looked
+            if self.failed or self._closing:
+                raise ModelUnavailable(self.failed or "the service is shutting down")
+            try:
+                self._conn.send((key, payloads))
+            except OSError:
+                pass  # the process is gone: receiving says so
+            status, value = self._receive()
+        if status == "failed":  # it ended during this call: the watcher starts it again
             raise ModelUnavailable(value)
         if status != "ok":
             raise RuntimeError(value)
         return value
 
     def problem(self) -> str | None:
-        """Why no call can run (the model process has ended), else ``None``."""
-        if self.failed is None and not self._process.is_alive():
-            self.failed = f"the model process ended unexpectedly (exit code {self._process.exitcode})"
-        return self.failed
+        """Why no call can run now (the model process has ended, or is being started again), else ``None``."""
+        if self.failed:
+            return self.failed
+        if self._restarting:
+            return f"{self._restarting}; starting it again"
+        if not self._process.is_alive() and not self._closing:
+            return f"{self._ended()}; starting it again"
+        return None
+
+    def _ended(self) -> str:
+        return f"the model process ended unexpectedly (exit code {self._process.exitcode})"
 
     def _receive(self) -> tuple[str, Any]:
         try:
             return self._conn.recv()
         except (EOFError, OSError):
             self._process.join(5)
-            self.failed = f"the model process ended unexpectedly (exit code {self._process.exitcode})"
-            return "failed", self.failed
+            return "failed", self._ended()
+
+    def _watch(self) -> None:
+        """Start the model again as soon as its process ends unexpectedly (the watcher thread's loop)."""
+        while True:
+            multiprocessing.connection.wait([self._process.sentinel])
+            with self._lock:
+                if self._closing or self.failed:
+                    return
+                if not self._process.is_alive():
+                    self._recover()
+
+    def _recover(self) -> None:
+        """The model process has ended unexpectedly (the lock is held): start it again, or give up."""
+        why = self._ended()
+        self._process.join()
+        self._conn.close()
+        now = time.monotonic()
+        self._ends = [t for t in self._ends if now - t < RESTART_WINDOW_S] + [now]
+        if len(self._ends) > self.max_restarts:
+            self.failed = (f"{why}; not started again: it ended {len(self._ends)} times within "
+                           f"{RESTART_WINDOW_S:.0f} s (restart the server)")
+            log.error("%s", self.failed)
+            return
+        log.error("%s; starting it again", why)
+        self._restarting = why
+        try:
+            self.view = self._start()
+            self.restarts += 1
+        except BiomtlError as e:
+            self.failed = f"{why}; starting it again failed: {e}"
+            log.error("%s", self.failed)
+        finally:
+            self._restarting = None
 
     def close(self) -> None:
-        """Tell the model process to end, and wait for it."""
-        if self._process.is_alive():
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-            self._process.join(30)
+        """Tell the model process to end (after the call in flight), and wait for it."""
+        self._closing = True
+        with self._lock:
             if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-        self._conn.close()
+                try:
+                    self._conn.send(None)
+                except OSError:
+                    pass
+                self._process.join(30)
+                if self._process.is_alive():
+                    self._process.kill()
+                    self._process.join()
+            self._conn.close()
 
 
 def _model_process(conn: Any, settings: LoadSettings) -> None:
