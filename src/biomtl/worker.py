@@ -338,7 +338,7 @@ class ModelProcess:
 
     def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
         with self._lock:  # waits while the model is started again
-            if not self._process.is_alive() and not self._closing:
+            if not (self.failed or self._closing or self._process.is_alive()):
                 self._recover()  # ended since the watcher last looked
             if self.failed or self._closing:
                 raise ModelUnavailable(self.failed or "the service is shutting down")
