@@ -407,19 +407,24 @@ class ModelProcess:
             self._restarting = None
 
     def close(self) -> None:
-        """Tell the model process to end (after the call in flight), and wait for it."""
+        """Tell the model process to end (after the call in flight, if that ends within a minute), and wait for
+        it."""
         self._closing = True
-        with self._lock:
+        locked = self._lock.acquire(timeout=60)
+        try:
             if self._process.is_alive():
                 try:
                     self._conn.send(None)
                 except OSError:
                     pass
-                self._process.join(30)
+                self._process.join(30 if locked else 0)
                 if self._process.is_alive():
                     self._process.kill()
                     self._process.join()
             self._conn.close()
+        finally:
+            if locked:
+                self._lock.release()
 
 
 def _model_process(conn: Any, settings: LoadSettings) -> None:
