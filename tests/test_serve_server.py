@@ -157,6 +157,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_for(condition: Callable[[], bool], seconds: float = 120, what: str = "timed out") -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_the_model_process_ends_with_the_server_however_it_ends(model_dir):
     """The model runs in a child process of ``biomtl serve``; killed outright (no shutdown), the server leaves
@@ -168,17 +175,7 @@ def test_the_model_process_ends_with_the_server_however_it_ends(model_dir):
         assert len(models) == 1, children
         proc.kill()
         proc.wait(30)
-        deadline = time.monotonic() + 30
-        while any(_alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(_alive(c) for c in children), "a child of the server outlived it"
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+        _wait_for(lambda: not any(_alive(c) for c in children), 30, "a child of the server outlived it")
 
 
 def test_a_model_process_that_died_is_started_again_and_errors_cross_as_their_line(model_dir):
