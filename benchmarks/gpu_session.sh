@@ -11,12 +11,13 @@
 #                                            # until it prints "study finished"; the machine must stay warm
 #                                            # between calls (30 s) or the background study is lost
 #   bash benchmarks/gpu_session.sh pairwise  # the same for the full-profile pairwise table
-#   bash benchmarks/gpu_session.sh brief     # for a 15-minute lease, in one call: versions, the
-#                                            # eager MFU with an operator trace and with one SDPA
-#                                            # backend each (efficient, cudnn), then one seed of the full study
-#                                            # (background); call `study --seeds 1` next, at once, until it
-#                                            # finishes. The compiled MFU is left to `mfu`: on the H200 its
-#                                            # warm-up alone took 218 s (BENCHMARKS.md, section 4)
+#   bash benchmarks/gpu_session.sh brief     # for a 15-minute lease, in one call (~9 min): versions, the
+#                                            # eager MFU of BERT-base and of the embedded encoder's shape with
+#                                            # operator traces, the training ratio (`train`), the step with
+#                                            # one SDPA backend each (efficient, cudnn), and `train`'s
+#                                            # same-flags half if time is left. The compiled MFU is left to
+#                                            # `mfu`: on the H200 its warm-up alone took 218 s (BENCHMARKS.md,
+#                                            # section 4); the study to `study`
 # Further arguments go to the step's script (e.g. `study --seeds 1`; small sizes for a dry run on a CPU).
 # A finished study/pairwise step only reports: delete runs/<step>.exit to run it again.
 # JSON results and the study's results.md/json are written to $OUT (they come back with the call).
@@ -87,18 +88,39 @@ case "${1:-}" in
       | tar czf "$OUT/study-runs.tar.gz" --null --ignore-failed-read -T - 2>/dev/null || true
     ;;
   brief)
-    # Everything a short lease can hold, most informative first; BRIEF_S bounds this call (the study goes on).
+    # A 15-minute lease in one call, most informative first. Each part starts only if BRIEF_S leaves it the
+    # seconds it needs, and is cut at BRIEF_S. One seed of the full study is not among them: 25,123 steps at
+    # the H200's measured step rate do not fit a lease (BENCHMARKS.md, section 6); `study` runs it.
+    # Further arguments go to compare_training.py (small sizes for a dry run on a CPU).
     BRIEF_S=${BRIEF_S:-540}
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
-    python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-    # (the CUDA tests, 2 minutes, are left to `check`: they passed on the H200 on 2026-11-29)
-    python3 benchmarks/mfu.py --bf16 --steps "${MFU_STEPS:-300}" --warmup-steps 10 --json-out "$OUT/mfu-gpu-eager.json" \
-      --trace "$OUT/mfu-trace.txt"
-    for backend in efficient cudnn; do  # the H200's 104 ms step: is it torch's choice of attention kernel?
-      python3 benchmarks/mfu.py --bf16 --steps 100 --warmup-steps 10 --sdpa $backend --json-out "$OUT/mfu-gpu-$backend.json" \
-        || echo "--sdpa $backend failed"
-    done
-    WAIT_S=$((BRIEF_S - SECONDS > 10 ? BRIEF_S - SECONDS : 10)) bash "$PWD/benchmarks/gpu_session.sh" study --seeds 1 "${@:2}"
+    MFU_STEPS=${MFU_STEPS:-100}
+    part() {  # $1: the seconds the part needs at least; then the command
+      local need=$1 left=$((BRIEF_S - SECONDS)); shift
+      if [ "$left" -lt "$need" ]; then echo "== skipped, ${left} s left of ${need}: $*"; return 0; fi
+      echo "== ${left} s left: $*"
+      timeout -k 5 "$left" "$@" || echo "== exit $?: $*"
+    }
+    {
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+      python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+      nproc; lscpu | grep -m1 'Model name' || true
+      # (the CUDA tests, 2 minutes, are left to `check`: they passed on the H200 on 2026-11-29)
+      # Where a step's time goes: an operator trace of the BERT-base step (104 ms on 2026-11-29), and the step
+      # of the shape the study trains (the embedded MiniLM), which sets the study's wall time.
+      part 45 python3 benchmarks/mfu.py --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
+        --json-out "$OUT/mfu-gpu-eager.json" --trace "$OUT/mfu-trace.txt"
+      part 45 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
+        --json-out "$OUT/mfu-gpu-embedded.json" --trace "$OUT/mfu-trace-embedded.txt"
+      # The training ratio: the stock recipe as the issue states it (fp32, batch 32) against biomtl in bf16 at
+      # batch 128 (the `train` step's first half)
+      part 150 python3 benchmarks/compare_training.py --epochs 10 --json-out "$OUT/training-gpu.json" \
+        --biomtl-flags "--bf16 --batch-size ${BIOMTL_BATCH:-128} --lr ${BIOMTL_LR:-2e-4}" "${@:2}"
+      for backend in efficient cudnn; do  # is the step's time torch's choice of attention kernel?
+        part 40 python3 benchmarks/mfu.py --bf16 --steps 50 --warmup-steps 10 --sdpa $backend
+      done
+      part 150 python3 benchmarks/compare_training.py --epochs 10 --bf16 \
+        --json-out "$OUT/training-gpu-same-flags.json" "${@:2}"
+    } 2>&1 | tee "$OUT/brief.log"
     ;;
   pairwise)
     background pairwise python3 -m biomtl pairwise "$STUDY" --profile full --quiet "${@:2}"

@@ -1,8 +1,9 @@
 """Model-FLOP utilisation of biomtl's training step on BERT-base shapes (random weights).
 
 The model is a :class:`biomtl.model.MultiTaskModel`: a randomly initialised BERT-base encoder (hidden 768,
-12 layers, 12 heads, intermediate 3072, the embedded tokenizer's 30,522-word vocabulary, SDPA attention)
-and one token-classification head. The step is :func:`biomtl.train.train_step`, the one the training loop
+12 layers, 12 heads, intermediate 3072, the embedded tokenizer's 30,522-word vocabulary, SDPA attention;
+``--shape embedded``: the embedded all-MiniLM-L6-v2's shape, the one the study trains) and one
+token-classification head. The step is :func:`biomtl.train.train_step`, the one the training loop
 runs: task-homogeneous batches from :class:`~biomtl.data.sampler.TaskBatchSampler` (length-grouped,
 dynamically padded), autocast, loss, backward, gradient clipping, AdamW (fused), LR schedule, optional
 ``torch.compile``.
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=100, help="timed optimizer steps")
     p.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first (compilation, allocator)")
+    p.add_argument("--shape", default="bert-base", choices=["bert-base", "embedded"],
+                   help="the encoder's shape, random weights: BERT-base (the paper's encoders) or the embedded "
+                        "all-MiniLM-L6-v2's (6 layers, hidden 384: the shape the study trains)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast; fp32 otherwise")
@@ -97,13 +101,19 @@ def blue_lengths(tokenizer: Any, max_length: int, prepared: Path | None, limit: 
     return lengths
 
 
-def bert_base(tokenizer: Any) -> torch.nn.Module:
-    from transformers import AutoModel, BertConfig
+def random_encoder(tokenizer: Any, shape: str) -> torch.nn.Module:
+    """A randomly initialised BERT of BERT-base's shape or of the embedded encoder's."""
+    from transformers import AutoConfig, AutoModel, BertConfig
 
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, max_position_embeddings=512,
-    )
+    if shape == "embedded":
+        from biomtl.model import default_encoder_path
+
+        config = AutoConfig.from_pretrained(default_encoder_path())
+    else:
+        config = BertConfig(
+            vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, max_position_embeddings=512,
+        )
     return AutoModel.from_config(config, add_pooling_layer=False, attn_implementation="sdpa")
 
 
@@ -175,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lengths = blue_lengths(tokenizer, args.max_length, prepared, args.max_train_examples)
 
     spec = DatasetSpec("tagger", "tagging", "conll", {}, MetricSpec("entity_f1"), "f1", labels=["A", "B"])
-    model = MultiTaskModel(bert_base(tokenizer), tokenizer, {"tagger": spec}, max_length=args.max_length).to(device)
+    model = MultiTaskModel(random_encoder(tokenizer, args.shape), tokenizer, {"tagger": spec}, max_length=args.max_length).to(device)
     task = model.tasks["tagger"]
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder.embeddings."))
     cfg = model.encoder.config
@@ -240,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "precision": "bf16" if args.bf16 else "fp32",
         "compile": args.compile,
         "sdpa": args.sdpa,
+        "shape": args.shape,
         "batch_size": args.batch_size,
         "steps": args.steps,
         "warmup_steps": args.warmup_steps,
@@ -279,9 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     tflops = r["achieved_tflops"]
     achieved = f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{1000 * tflops:.1f} GFLOP/s"
     print(markdown_table(
-        ["device", "precision", "compile", "sdpa", "batch", "steps", "step ms", "real tokens/s", "padding eff.",
+        ["device", "shape", "precision", "compile", "sdpa", "batch", "steps", "step ms", "real tokens/s", "padding eff.",
          "achieved", "peak", "MFU (real tokens)", "peak MiB"],
-        [[r["device"], r["precision"], r["compile"], r["sdpa"], r["batch_size"], r["steps"], r["step_ms"],
+        [[r["device"], r["shape"], r["precision"], r["compile"], r["sdpa"], r["batch_size"], r["steps"], r["step_ms"],
           r["real_tokens_per_s"], r["padding_efficiency"], achieved, r["peak"], mfu,
           r["peak_memory_mib"]]],
     ))
