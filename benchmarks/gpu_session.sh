@@ -14,7 +14,7 @@
 #   bash benchmarks/gpu_session.sh brief     # for a 15-minute lease, in one call (~9 min): versions, the
 #                                            # eager MFU of BERT-base and of the embedded encoder's shape with
 #                                            # operator traces, the training ratio (`train`), the step with
-#                                            # one SDPA backend each (efficient, cudnn), and `train`'s
+#                                            # torch's own SDPA backend choice, and `train`'s
 #                                            # same-flags half if time is left. The compiled MFU is left to
 #                                            # `mfu`: on the H200 its warm-up alone took 218 s (BENCHMARKS.md,
 #                                            # section 4); the study to `study`
@@ -105,8 +105,8 @@ case "${1:-}" in
       python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
       nproc; lscpu | grep -m1 'Model name' || true
       # (the CUDA tests, 2 minutes, are left to `check`: they passed on the H200 on 2026-11-29)
-      # Where a step's time goes: an operator trace of the BERT-base step (104 ms on 2026-11-29), and the step
-      # of the shape the study trains (the embedded MiniLM), which sets the study's wall time.
+      # Where a step's time goes: an operator trace of the BERT-base step, and the step of the shape the study
+      # trains (the embedded MiniLM), which sets the study's wall time.
       part 45 python3 benchmarks/mfu.py --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
         --json-out "$OUT/mfu-gpu-eager.json" --trace "$OUT/mfu-trace.txt"
       part 45 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
@@ -115,9 +115,9 @@ case "${1:-}" in
       # batch 128 (the `train` step's first half)
       part 150 python3 benchmarks/compare_training.py --epochs 10 --json-out "$OUT/training-gpu.json" \
         --biomtl-flags "--bf16 --batch-size ${BIOMTL_BATCH:-128} --lr ${BIOMTL_LR:-2e-4}" "${@:2}"
-      for backend in efficient cudnn; do  # is the step's time torch's choice of attention kernel?
-        part 40 python3 benchmarks/mfu.py --bf16 --steps 50 --warmup-steps 10 --sdpa $backend
-      done
+      # torch's own choice of attention kernel (cuDNN first on Hopper), which biomtl no longer leaves to it:
+      # 175 against 47 ms per BERT-base step on 2026-11-30 (BENCHMARKS.md, section 4)
+      part 40 python3 benchmarks/mfu.py --bf16 --steps 50 --warmup-steps 10 --sdpa torch
       part 150 python3 benchmarks/compare_training.py --epochs 10 --bf16 \
         --json-out "$OUT/training-gpu-same-flags.json" "${@:2}"
     } 2>&1 | tee "$OUT/brief.log"

@@ -78,9 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="after timing, profile --trace-steps more steps (torch.profiler) and write the operator "
                         "table here: where a step's time goes, on the host and on the device")
     p.add_argument("--trace-steps", type=int, default=5)
-    p.add_argument("--sdpa", default="auto", choices=["auto", "efficient", "cudnn", "math"],
-                   help="restrict scaled_dot_product_attention to one backend (torch.nn.attention.sdpa_kernel); "
-                        "auto lets torch choose, as training does")
+    p.add_argument("--sdpa", default="auto", choices=["auto", "torch", "efficient", "cudnn", "math"],
+                   help="scaled_dot_product_attention's backends: auto = as biomtl runs models "
+                        "(biomtl.inference.CUDA_ATTENTION: all but cuDNN on CUDA), torch = torch's own choice, "
+                        "or one backend alone (torch.nn.attention.sdpa_kernel)")
     return p.parse_args(argv)
 
 
@@ -136,10 +137,16 @@ def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tupl
 
 
 def sdpa_backend(name: str) -> Any:
-    """A context that restricts SDPA to one backend; ``auto`` changes nothing."""
+    """A context that restricts SDPA to one backend (``torch``: none); ``auto`` changes nothing, and leaves
+    the choice to biomtl's own (:data:`biomtl.inference.CUDA_ATTENTION`)."""
     import contextlib
 
+    from biomtl import inference
+
     if name == "auto":
+        return contextlib.nullcontext()
+    inference.CUDA_ATTENTION = None  # the step runs under this context alone
+    if name == "torch":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -113,3 +113,39 @@ def test_cuda_prediction_matches_cpu(run_config):
     on_cpu = Predictor(model, device="cpu", precision="fp32").predict("toy-ner", texts)
     on_gpu = Predictor(MultiTaskModel.load(Path(config.output_dir) / "best"), device="cuda", precision="fp32").predict("toy-ner", texts)
     assert on_gpu == on_cpu
+
+
+def _sdpa_flags() -> dict[str, bool]:
+    b = torch.backends.cuda
+    return {"cudnn": b.cudnn_sdp_enabled(), "flash": b.flash_sdp_enabled(), "efficient": b.mem_efficient_sdp_enabled(),
+            "math": b.math_sdp_enabled()}
+
+
+def test_cuda_models_run_without_the_cudnn_attention_kernel():
+    """On CUDA, training and prediction (both through ``device_compute``) leave cuDNN's attention out: it plans
+    anew for every padded shape (BENCHMARKS.md, section 4). The CPU's flags stay untouched, and they come back
+    afterwards. Flags only: this runs without a GPU."""
+    from biomtl.inference import device_compute
+
+    before = _sdpa_flags()
+    assert before["cudnn"], "torch's default has cuDNN attention on"
+    with device_compute(torch.device("cpu"), None):
+        assert _sdpa_flags() == before
+    with device_compute(torch.device("cuda"), None):
+        assert _sdpa_flags() == {"cudnn": False, "flash": True, "efficient": True, "math": True}
+    assert _sdpa_flags() == before
+
+
+@cuda
+def test_cuda_training_and_prediction_call_no_cudnn_attention(run_config):
+    """The profiler sees attention run, and no cuDNN attention call, in bf16 training and prediction on the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = run_config(["toy-ner"], device="cuda", precision="bf16", epochs=1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(config, progress=False)
+        model = MultiTaskModel.load(Path(config.output_dir) / "best")
+        Predictor(model, device="cuda", precision="bf16").predict("toy-ner", ["aspirin and heparin were given"])
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::scaled_dot_product_attention" in names
+    assert not [n for n in names if "cudnn_attention" in n]

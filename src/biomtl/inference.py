@@ -63,11 +63,25 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return _DTYPES[precision]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` in ``dtype``, or nothing for fp32."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+# The attention kernels a CUDA model may use (torch.nn.attention.sdpa_kernel): every backend but cuDNN's, which
+# torch tries first on Hopper GPUs. cuDNN builds a plan for every new (batch, length) shape, and biomtl's
+# batches are dynamically padded: on an H200 that cost 3-6 ms of host time per attention call, and a
+# BERT-base training step took 175 ms with torch's choice against 47 ms with the memory-efficient kernel
+# (BENCHMARKS.md, section 4). ``None`` leaves the choice to torch (benchmarks/mfu.py --sdpa).
+CUDA_ATTENTION: list[str] | None = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"]
+
+
+def device_compute(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Where a model runs on ``device``: ``torch.autocast`` in ``dtype`` (nothing for fp32), and on CUDA the
+    attention kernels of :data:`CUDA_ATTENTION`."""
+    stack = contextlib.ExitStack()
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    if device.type == "cuda" and CUDA_ATTENTION is not None:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack.enter_context(sdpa_kernel([getattr(SDPBackend, name) for name in CUDA_ATTENTION]))
+    return stack
 
 
 def iterate_batches(
@@ -97,7 +111,7 @@ def predict_features(
     model.eval()
     for idx, batch in iterate_batches(features, batch_size, task, model.tokenizer.pad_token_id):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, dtype):
+        with device_compute(device, dtype):
             logits = model(task_name, batch)
         for i, p in zip(idx, task.decode(logits.float().cpu(), [features[i] for i in idx]), strict=True):
             preds[i] = p

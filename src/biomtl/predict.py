@@ -23,7 +23,7 @@ import torch
 
 from biomtl.data.examples import Example
 from biomtl.errors import BiomtlError
-from biomtl.inference import autocast, autocast_dtype, predict_features
+from biomtl.inference import autocast_dtype, device_compute, predict_features
 from biomtl.model import MultiTaskModel
 from biomtl.sentences import sentence_spans
 from biomtl.tasks.base import Feature, pad_inputs
@@ -251,7 +251,7 @@ class Predictor:
         for start in range(0, len(windows), self.batch_size):
             chunk = windows[start : start + self.batch_size]
             batch = pad_inputs([{"input_ids": list(ids)} for ids in chunk], self.model.tokenizer.pad_token_id)
-            with autocast(self.device, self.dtype):
+            with device_compute(self.device, self.dtype):
                 encoded = self.model.encode({k: v.to(self.device) for k, v in batch.items()})
             for row, ids in enumerate(chunk):
                 window = encoded[row, : len(ids)].cpu()
@@ -281,7 +281,7 @@ class Predictor:
             mask = (torch.arange(padded.shape[1]) < lengths.unsqueeze(1)).long()
             inputs = task_type.head_inputs(task_type.collate(feats, self.model.tokenizer.pad_token_id))
             window = torch.tensor([r for r, _ in members])
-            with autocast(self.device, self.dtype):
+            with device_compute(self.device, self.dtype):
                 logits = head(padded.to(self.device), mask.to(self.device), window=window.to(self.device),
                               **{k: v.to(self.device) for k, v in inputs.items()})
             for (_, p), pred in zip(members, task_type.decode(logits.float().cpu(), feats), strict=True):
@@ -320,7 +320,7 @@ class Predictor:
             idx = order[start : start + self.batch_size]
             feats = [features[i] for i in idx]
             batch = {k: v.to(self.device) for k, v in pad_inputs(feats, tokenizer.pad_token_id).items()}
-            with autocast(self.device, self.dtype):
+            with device_compute(self.device, self.dtype):
                 hidden = self.model.encode(batch)
                 outputs = self.model.run_heads(hidden, batch, tasks)
             if states is not None:

@@ -38,7 +38,7 @@ from biomtl.data.sampler import TaskBatchSampler
 from biomtl.datadirs import DataDirs
 from biomtl.errors import ConfigError, TrainingError
 from biomtl.evaluate import score
-from biomtl.inference import autocast, autocast_dtype, predict_features, resolve_device
+from biomtl.inference import autocast_dtype, device_compute, predict_features, resolve_device
 from biomtl.model import MultiTaskModel, build_model
 from biomtl.rundir import (
     BEST,
@@ -210,12 +210,13 @@ def train_step(
     forward: Callable[[str, Batch], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One optimizer step on one task's batch (already on the model's device): forward under autocast in
-    ``dtype``, loss × ``loss_weight``, backward, gradient clipping, optimizer and LR-schedule step.
+    ``dtype`` and the device's attention kernels (:func:`biomtl.inference.device_compute`), loss ×
+    ``loss_weight``, backward, gradient clipping, optimizer and LR-schedule step.
 
     ``forward`` is the model's ``torch.compile`` wrapper when there is one. Returns the unweighted loss,
     detached and still on the device (reading it would make the host wait for the step).
     """
-    with autocast(batch["input_ids"].device, dtype):
+    with device_compute(batch["input_ids"].device, dtype):
         logits = (model if forward is None else forward)(task, batch)
     loss = model.tasks[task].loss(logits, batch)
     (loss * loss_weight).backward()
