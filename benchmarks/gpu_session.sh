@@ -11,13 +11,12 @@
 #                                            # until it prints "study finished"; the machine must stay warm
 #                                            # between calls (30 s) or the background study is lost
 #   bash benchmarks/gpu_session.sh pairwise  # the same for the full-profile pairwise table
-#   bash benchmarks/gpu_session.sh brief     # for a 15-minute lease, in one call (~9 min): versions, the
-#                                            # eager MFU of BERT-base and of the embedded encoder's shape with
-#                                            # operator traces, the training ratio (`train`), the step with
-#                                            # torch's own SDPA backend choice, and `train`'s
-#                                            # same-flags half if time is left. The compiled MFU is left to
-#                                            # `mfu`: on the H200 its warm-up alone took 218 s (BENCHMARKS.md,
-#                                            # section 4); the study to `study`
+#   bash benchmarks/gpu_session.sh brief     # for a 15-minute lease, first (~9 min): versions, the study
+#                                            # encoder's training step with an operator trace, then one seed
+#                                            # of the full study (background); call `study --seeds 1` next,
+#                                            # at once, until it finishes
+#   bash benchmarks/gpu_session.sh ratio     # the 2026-11-30 lease's call (~9 min): MFU traces, the training
+#                                            # ratio, torch's own attention kernel (each part time-guarded)
 # Further arguments go to the step's script (e.g. `study --seeds 1`; small sizes for a dry run on a CPU).
 # A finished study/pairwise step only reports: delete runs/<step>.exit to run it again.
 # JSON results and the study's results.md/json are written to $OUT (they come back with the call).
@@ -88,10 +87,26 @@ case "${1:-}" in
       | tar czf "$OUT/study-runs.tar.gz" --null --ignore-failed-read -T - 2>/dev/null || true
     ;;
   brief)
-    # A 15-minute lease in one call, most informative first. Each part starts only if BRIEF_S leaves it the
-    # seconds it needs, and is cut at BRIEF_S. One seed of the full study is not among them: 25,123 steps at
-    # the H200's measured step rate do not fit a lease (BENCHMARKS.md, section 6); `study` runs it.
-    # Further arguments go to compare_training.py (small sizes for a dry run on a CPU).
+    # A 15-minute lease: this call (BRIEF_S, ~9 min), then `study --seeds 1` at once, while the machine is warm.
+    # Versions; the training step of the study's encoder shape with its operator trace (113 ms with torch's
+    # attention kernel on 2026-11-30, 6 ms of it on the device: does biomtl's kernel choice fix it?); then one
+    # seed of the full study in the background (25,123 steps). The training ratio and the BERT-base MFU were
+    # measured on 2026-11-30 (before that choice): `train` and `mfu` measure them again.
+    # Further arguments go to the study (small sizes for a dry run on a CPU).
+    BRIEF_S=${BRIEF_S:-540}
+    {
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+      python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+      timeout -k 5 150 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "${MFU_STEPS:-100}" --warmup-steps 10 \
+        --json-out "$OUT/mfu-gpu-embedded.json" --trace "$OUT/mfu-trace-embedded.txt" || echo "mfu.py: exit $?"
+    } 2>&1 | tee "$OUT/brief.log"
+    WAIT_S=$((BRIEF_S - SECONDS > 10 ? BRIEF_S - SECONDS : 10)) bash "$PWD/benchmarks/gpu_session.sh" study --seeds 1 "${@:2}"
+    ;;
+  ratio)
+    # The 2026-11-30 lease's call (~9 min): the MFU of BERT-base and of the embedded shape with operator traces,
+    # the training ratio (`train`'s first half), the step with torch's own attention kernel, `train`'s second
+    # half. Each part starts only if BRIEF_S leaves it the seconds it needs, and is cut at BRIEF_S. Further
+    # arguments go to compare_training.py (small sizes for a dry run on a CPU).
     BRIEF_S=${BRIEF_S:-540}
     MFU_STEPS=${MFU_STEPS:-100}
     part() {  # $1: the seconds the part needs at least; then the command
@@ -103,29 +118,21 @@ case "${1:-}" in
     {
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
       python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-      nproc; lscpu | grep -m1 'Model name' || true
-      # (the CUDA tests, 2 minutes, are left to `check`: they passed on the H200 on 2026-11-29)
-      # Where a step's time goes: an operator trace of the BERT-base step, and the step of the shape the study
-      # trains (the embedded MiniLM), which sets the study's wall time.
       part 45 python3 benchmarks/mfu.py --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
         --json-out "$OUT/mfu-gpu-eager.json" --trace "$OUT/mfu-trace.txt"
       part 45 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
         --json-out "$OUT/mfu-gpu-embedded.json" --trace "$OUT/mfu-trace-embedded.txt"
-      # The training ratio: the stock recipe as the issue states it (fp32, batch 32) against biomtl in bf16 at
-      # batch 128 (the `train` step's first half)
       part 150 python3 benchmarks/compare_training.py --epochs 10 --json-out "$OUT/training-gpu.json" \
         --biomtl-flags "--bf16 --batch-size ${BIOMTL_BATCH:-128} --lr ${BIOMTL_LR:-2e-4}" "${@:2}"
-      # torch's own choice of attention kernel (cuDNN first on Hopper), which biomtl no longer leaves to it:
-      # 175 against 47 ms per BERT-base step on 2026-11-30 (BENCHMARKS.md, section 4)
       part 40 python3 benchmarks/mfu.py --bf16 --steps 50 --warmup-steps 10 --sdpa torch
       part 150 python3 benchmarks/compare_training.py --epochs 10 --bf16 \
         --json-out "$OUT/training-gpu-same-flags.json" "${@:2}"
-    } 2>&1 | tee "$OUT/brief.log"
+    } 2>&1 | tee "$OUT/ratio.log"
     ;;
   pairwise)
     background pairwise python3 -m biomtl pairwise "$STUDY" --profile full --quiet "${@:2}"
     cp runs/blue-public-full/pairwise.{md,json,png} "$OUT/" 2>/dev/null || true
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_session.sh check|brief|train|mfu|study|pairwise"; exit 2 ;;
+    echo "usage: bash benchmarks/gpu_session.sh check|brief|ratio|train|mfu|study|pairwise"; exit 2 ;;
 esac
