@@ -73,7 +73,12 @@ CUDA_ATTENTION: list[str] | None = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "M
 
 def device_compute(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Where a model runs on ``device``: ``torch.autocast`` in ``dtype`` (nothing for fp32), and on CUDA the
-    attention kernels of :data:`CUDA_ATTENTION`."""
+    attention kernels of :data:`CUDA_ATTENTION`.
+
+    >>> with device_compute(torch.device("cpu"), torch.bfloat16):
+    ...     torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
     stack = contextlib.ExitStack()
     if dtype is not None:
         stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
