@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    TOY_CHEMICALS,
-    TOY_GENES,
     toy_ner_yaml,
     train_toy_model,
     write_toy_cue_relations,
@@ -23,8 +21,6 @@ from biomtl.errors import BiomtlError, ConfigError
 from biomtl.formats import PREDICTED, Document, Mention, Passage, read_documents, write_documents
 from biomtl.predict import Predictor
 from biomtl.tasks import load_dataset_spec
-
-CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 
 RELATION_YAML = """name: e2e-rel
 type: classification

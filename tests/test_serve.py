@@ -20,7 +20,6 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
 from conftest import (  # noqa: E402
     TOY_CHEMICALS,
-    TOY_GENES,
     toy_ner_yaml,
     train_toy_model,
     write_toy_cue_relations,
@@ -33,7 +32,6 @@ from biomtl.predict import Predictor  # noqa: E402
 from biomtl.serve import ServeOptions, create_app  # noqa: E402
 from biomtl.worker import BucketedEncoder, PackedEncoder  # noqa: E402
 
-CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 FILLER = ["the", "of", "in", "patients", "cells", "was", "with", "cancer", "pain"]
 
 ABSTRACT = (
@@ -436,14 +434,14 @@ def test_an_encoder_that_cannot_read_packed_texts_runs_length_buckets(tiny_encod
 
 def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(model_dir):
     with make_client(model_dir, max_wait_ms=300) as c:
-        texts = [f"{CHEMICALS[i % 4]} inhibits the receptor of patients {'with pain ' * (i % 3)}." for i in range(8)]
+        texts = [f"{TOY_CHEMICALS[i % 4]} inhibits the receptor of patients {'with pain ' * (i % 3)}." for i in range(8)]
         results: dict[int, object] = {}
 
         def send(i: int) -> None:
             if i == 3:  # malformed for its task: no masks
                 results[i] = c.post("/predict/srv-rel", json={"inputs": ["no masks"]})
             else:
-                results[i] = c.post("/predict/srv-rel", json={"inputs": [texts[i].replace(CHEMICALS[i % 4], "@CHEMICAL$").replace("receptor", "@GENE$")]})
+                results[i] = c.post("/predict/srv-rel", json={"inputs": [texts[i].replace(TOY_CHEMICALS[i % 4], "@CHEMICAL$").replace("receptor", "@GENE$")]})
 
         threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
         for t in threads:

@@ -29,7 +29,6 @@ from biomtl.tasks import load_dataset_spec, make_task
 from biomtl.tasks.base import HeadSettings, InvalidLabel
 from biomtl.tasks.span_relation import SpanPairHead, parse_spans
 
-CHEMICALS, GENES = TOY_CHEMICALS, TOY_GENES
 FILLER = ["the", "of", "in", "patients", "cells", "was", "with"]
 
 
@@ -40,7 +39,7 @@ def write_span_tasks(root: Path) -> dict[str, Path]:
     configs = {
         "span-chem": root / "span-chem.yaml",
         "span-gene": root / "span-gene.yaml",
-        "span-rel": write_toy_span_relation(root, "span-rel", CHEMICALS, GENES, FILLER),
+        "span-rel": write_toy_span_relation(root, "span-rel", TOY_CHEMICALS, TOY_GENES, FILLER),
     }
     configs["span-chem"].write_text(toy_ner_yaml(root, "span-chem", "chem", "Chemical"))
     configs["span-gene"].write_text(toy_ner_yaml(root, "span-gene", "gene", "Gene"))
