@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="RunConfig.pooling")
     p.add_argument("--similarity", default="auto", help="RunConfig.similarity (text-pair tasks)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (RunConfig.compile)")
+    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                   help="RunConfig.group_by_length: batches of similar lengths (default) or random ones")
     p.add_argument("--save-model", default=None, help="copy the trained model directory here (for cpu_inference.py)")
     return p.parse_args(argv)
 
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_eval_examples=args.max_eval_examples,
             precision="bf16" if args.bf16 else "fp32",
             compile=args.compile,
+            group_by_length=args.group_by_length,
             num_threads=args.threads,
             save_predictions=False,
         )
@@ -133,7 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "side": "biomtl" + (" (compiled)" if args.compile else ""),
         "task": spec.name,
-        "settings": {"head_lr": args.head_lr, "pooling": args.pooling, "similarity": settings.similarity},
+        "settings": {"head_lr": args.head_lr, "pooling": args.pooling, "similarity": settings.similarity,
+                     "group_by_length": args.group_by_length},
         "device": str(device),
         "precision": config.precision,
         "train_examples": len(train_ex),

@@ -23,7 +23,8 @@ httpx = pytest.importorskip("httpx", reason="the serve tests need httpx")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'biomtl[serve]'")
 
-from test_serve import ABSTRACT, CHEMICALS, serve_model  # noqa: E402
+from conftest import TOY_CHEMICALS  # noqa: E402
+from test_serve import ABSTRACT, serve_model  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -83,7 +84,7 @@ def requests_to_send() -> list[tuple[str, dict]]:
     words = "the receptor of patients with cancer in cells was seen with pain".split()
     out: list[tuple[str, dict]] = []
     for i in range(16):
-        text = f"{CHEMICALS[i % 4].capitalize()} inhibits the receptor. " + " ".join(words[: i % 12]) + f" {CHEMICALS[(i + 1) % 4]} binding the protein."
+        text = f"{TOY_CHEMICALS[i % 4].capitalize()} inhibits the receptor. " + " ".join(words[: i % 12]) + f" {TOY_CHEMICALS[(i + 1) % 4]} binding the protein."
         out.append(("/annotate", {"text": text}))
     for i in range(8):
         out.append(("/predict/srv-rel", {"inputs": ["@CHEMICAL$ " + " ".join(words[: i + 1]) + " @GENE$ ."]}))
