@@ -39,6 +39,11 @@ export TOKENIZERS_PARALLELISM=false
 WAIT_S=${WAIT_S:-540}
 STUDY=configs/studies/blue-public.yaml
 
+versions() {  # the GPU, the driver, and the software the step runs on
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
+  python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+}
+
 wait_for() {  # $1 name, $2 log, $3 done-marker file: wait up to WAIT_S, then report
   local start=$SECONDS
   while [ ! -f "$3" ] && [ $((SECONDS - start)) -lt "$WAIT_S" ]; do sleep 10; done
@@ -60,8 +65,7 @@ background() {  # $1 name, then the command: started once, in its own session, s
 
 case "${1:-}" in
   check)
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
-    python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+    versions
     python3 -m pytest -q -x -p no:cacheprovider tests -m "not slow" 2>&1 | tee "$OUT/check.log" | tail -n 15
     python3 -m pytest -q -p no:cacheprovider tests/test_accelerated_paths.py -rs 2>&1 | tee -a "$OUT/check.log" | tail -n 8
     ;;
@@ -95,8 +99,7 @@ case "${1:-}" in
     # Further arguments go to the study (small sizes for a dry run on a CPU).
     BRIEF_S=${BRIEF_S:-540}
     {
-      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
-      python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+      versions
       timeout -k 5 150 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "${MFU_STEPS:-100}" --warmup-steps 10 \
         --json-out "$OUT/mfu-gpu-embedded.json" --trace "$OUT/mfu-trace-embedded.txt" || echo "mfu.py: exit $?"
     } 2>&1 | tee "$OUT/brief.log"
@@ -116,8 +119,7 @@ case "${1:-}" in
       timeout -k 5 "$left" "$@" || echo "== exit $?: $*"
     }
     {
-      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
-      python3 -c "import torch, transformers, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+      versions
       part 45 python3 benchmarks/mfu.py --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \
         --json-out "$OUT/mfu-gpu-eager.json" --trace "$OUT/mfu-trace.txt"
       part 45 python3 benchmarks/mfu.py --shape embedded --bf16 --steps "$MFU_STEPS" --warmup-steps 10 \

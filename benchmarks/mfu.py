@@ -1,4 +1,4 @@
-"""Model-FLOP utilisation of biomtl's training step on BERT-base shapes (random weights).
+"""Model-FLOP utilisation of biomtl's training step on BERT-base shapes or the embedded encoder's (random weights).
 
 The model is a :class:`biomtl.model.MultiTaskModel`: a randomly initialised BERT-base encoder (hidden 768,
 12 layers, 12 heads, intermediate 3072, the embedded tokenizer's 30,522-word vocabulary, SDPA attention;
@@ -137,16 +137,11 @@ def peak_flops(device: torch.device, bf16: bool, override: float | None) -> tupl
 
 
 def sdpa_backend(name: str) -> Any:
-    """A context that restricts SDPA to one backend (``torch``: none); ``auto`` changes nothing, and leaves
-    the choice to biomtl's own (:data:`biomtl.inference.CUDA_ATTENTION`)."""
+    """A context that restricts SDPA to one backend; ``auto`` and ``torch`` change nothing (``run`` lifts
+    biomtl's own restriction, :data:`biomtl.inference.CUDA_ATTENTION`, for every choice but ``auto``)."""
     import contextlib
 
-    from biomtl import inference
-
-    if name == "auto":
-        return contextlib.nullcontext()
-    inference.CUDA_ATTENTION = None  # the step runs under this context alone
-    if name == "torch":
+    if name in ("auto", "torch"):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -176,6 +171,7 @@ def write_trace(path: Path, device: torch.device, step: Any, batches: list[Any])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from biomtl import inference
     from biomtl.config import DatasetSpec, MetricSpec, RunConfig
     from biomtl.data.sampler import TaskBatchSampler
     from biomtl.inference import autocast_dtype, resolve_device
@@ -184,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sdpa != "auto":  # the step's kernels are --sdpa's alone, not biomtl's choice inside train_step
+        inference.CUDA_ATTENTION = None
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     dtype = autocast_dtype("bf16" if args.bf16 else "fp32", device)
