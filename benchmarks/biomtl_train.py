@@ -64,12 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (RunConfig.compile)")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
                    help="RunConfig.group_by_length: batches of similar lengths (default) or random ones")
+    p.add_argument("--chunk-batches", type=int, default=None,
+                   help="length grouping sorts within random chunks of this many batches (default: "
+                        "biomtl.data.sampler.CHUNK_BATCHES, 50)")
     p.add_argument("--save-model", default=None, help="copy the trained model directory here (for cpu_inference.py)")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from biomtl.config import RunConfig
+    from biomtl.data import sampler
     from biomtl.data.readers import read_split
     from biomtl.datadirs import DataDirs
     from biomtl.inference import resolve_device
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     prepared = prepared_dir(args.prepared)
     device = resolve_device("auto")
+    if args.chunk_batches is not None:  # an experiment's setting, not a run-config key
+        sampler.CHUNK_BATCHES = args.chunk_batches
     with tempfile.TemporaryDirectory(prefix="biomtl-bench-") as tmp:
         config = RunConfig(
             tasks=[args.task],
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "side": "biomtl" + (" (compiled)" if args.compile else ""),
         "task": spec.name,
         "settings": {"head_lr": args.head_lr, "pooling": args.pooling, "similarity": settings.similarity,
-                     "group_by_length": args.group_by_length},
+                     "group_by_length": args.group_by_length, "chunk_batches": sampler.CHUNK_BATCHES},
         "device": str(device),
         "precision": config.precision,
         "train_examples": len(train_ex),
