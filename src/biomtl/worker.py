@@ -19,6 +19,7 @@ runs it in a thread of the calling process.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -45,6 +46,28 @@ log = logging.getLogger(__name__)
 
 STRICT_MKL = "AUTO,STRICT"
 """``MKL_CBWR`` value under which MKL's matrix products give every row the same bits whatever the row count."""
+
+MIN_ROWS = 4
+"""The fewest rows a served model's dense layers compute at once. On some CPUs a product of 1-3 rows takes
+another kernel even in MKL's strict mode, so a row alone and the same row in a batch differ in the last bits
+(AMD EPYC with AVX-512, torch 2.13.0: 1-3 rows differ, 4 and more agree); :func:`pad_small_products`."""
+
+
+def linear_rows(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``, computed on at least :data:`MIN_ROWS` rows: zero rows are appended, their outputs dropped."""
+    rows = x.numel() // x.shape[-1]
+    if rows >= MIN_ROWS:
+        return torch.nn.functional.linear(x, layer.weight, layer.bias)
+    flat = torch.cat([x.reshape(rows, x.shape[-1]), x.new_zeros(MIN_ROWS - rows, x.shape[-1])])
+    return torch.nn.functional.linear(flat, layer.weight, layer.bias)[:rows].reshape(*x.shape[:-1], layer.out_features)
+
+
+def pad_small_products(model: torch.nn.Module) -> None:
+    """Every ``nn.Linear`` in ``model`` computes through :func:`linear_rows` from now on (same results, up to
+    the kernel's rounding; a text's rows then get the same bits alone and in any batch)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.forward = functools.partial(linear_rows, module)  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,6 +201,7 @@ def batch_invariant(device: torch.device) -> bool:
     reproducibility mode on a CPU makes it so; without it some row counts take other kernels)."""
     generator = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(384, 1536).to(device)
+    pad_small_products(layer)  # as a served model's layers are
     x = torch.randn(64, 384, generator=generator).to(device)
     with torch.inference_mode():
         full = layer(x)
@@ -262,6 +286,7 @@ def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
     """Make ``predictor``'s encoder batch-invariant (packed texts where the encoder passes the check, else
     length buckets of ``bucket`` tokens) and describe the model."""
     model = predictor.model
+    pad_small_products(model)
     if not isinstance(model.encode, (PackedEncoder, BucketedEncoder)):
         packed = PackedEncoder(model.encoder)
         if packed.works(model.encode, model.tokenizer, predictor.device):
