@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 STRICT_MKL = "AUTO,STRICT"
 """``MKL_CBWR`` value under which MKL's matrix products give every row the same bits whatever the row count."""
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Batch invariance
+
+
 MIN_ROWS = 4
 """The fewest rows a served model's dense layers compute at once. On some CPUs a product of 1-3 rows takes
 another kernel even in MKL's strict mode, so a row alone and the same row in a batch differ in the last bits
@@ -68,10 +73,6 @@ def pad_small_products(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = functools.partial(linear_rows, module)  # type: ignore[method-assign]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Batch invariance
 
 
 class BucketedEncoder:
@@ -283,8 +284,8 @@ class ModelView:
 
 
 def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
-    """Make ``predictor``'s encoder batch-invariant (packed texts where the encoder passes the check, else
-    length buckets of ``bucket`` tokens) and describe the model."""
+    """Make ``predictor``'s model batch-invariant (dense layers on at least :data:`MIN_ROWS` rows; packed texts
+    where the encoder passes the check, else length buckets of ``bucket`` tokens) and describe the model."""
     model = predictor.model
     pad_small_products(model)
     if not isinstance(model.encode, (PackedEncoder, BucketedEncoder)):
