@@ -82,12 +82,13 @@ def test_torchrun_environment_is_read(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ddp_run(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A 4-task run with dropout 0; ``batch_size`` is per rank."""
+    """A 4-task run with dropout 0, in fp32 (``auto`` is bf16 on a CPU with native bf16, whose rounding depends
+    on the batch's shape); ``batch_size`` is per rank."""
     tasks = write_toy_tasks(tmp_path_factory.mktemp("ddp-data"), n_train=21, seed=3)
     return {
         "tasks": [str(p) for p in tasks.values()], "encoder": tiny_encoder, "seed": 5, "epochs": 2,
         "batch_size": 2, "eval_batch_size": 16, "lr": 1e-3, "max_length": 32, "num_threads": 1, "device": "cpu",
-        "dropout": 0.0, "log_every": 1, "checkpoint_every": 3,
+        "dropout": 0.0, "log_every": 1, "checkpoint_every": 3, "precision": "fp32",
     }
 
 
