@@ -357,23 +357,24 @@ def test_bucketed_encoder_rows_match_the_batch_shape():
     assert BucketedEncoder(encode, bucket=8, max_length=30, pad_id=0).bucket_length(29) == 30
 
 
-def test_served_dense_layers_compute_at_least_four_rows():
-    """A served model's ``nn.Linear`` layers pad products of 1-3 rows with zero rows (some CPUs take another
-    kernel for them, so a row alone and in a batch differed in the last bits): same values and shapes, and a
-    row gets the same bits whatever the row count where the machine's matrix products allow it."""
+def test_served_dense_layers_give_a_row_the_same_result_in_any_batch():
+    """A served model's ``nn.Linear`` layers pad products of 1-3 rows with zero rows, and narrow ones (a head
+    of one output) sum each row's products (some CPUs take other kernels for such shapes, so a row alone and in
+    a batch differed in the last bits): same values and shapes, and a row gets the same bits whatever the row
+    count where the machine's matrix products allow it (``MKL_CBWR=AUTO,STRICT``, as ``biomtl serve`` sets)."""
     import torch
 
     from biomtl.worker import batch_invariant, pad_small_products
 
-    layer = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    layer = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
     x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         before = [layer(x[:1, :n]) for n in range(6)]
         pad_small_products(layer)
         after = [layer(x[:1, :n]) for n in range(6)]
-        assert [a.shape for a in after] == [b.shape for b in before] == [(1, n, 3) for n in range(6)]
+        assert [a.shape for a in after] == [b.shape for b in before] == [(1, n, 1) for n in range(6)]
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after, before, strict=True))
-        assert layer(x).shape == (2, 5, 3)
+        assert layer(x).shape == (2, 5, 1)
     if batch_invariant(torch.device("cpu")):
         with torch.inference_mode():
             full = layer(x.reshape(10, 8))
