@@ -364,13 +364,13 @@ def test_served_dense_layers_give_a_row_the_same_result_in_any_batch():
     count where the machine's matrix products allow it (``MKL_CBWR=AUTO,STRICT``, as ``biomtl serve`` sets)."""
     import torch
 
-    from biomtl.worker import batch_invariant, pad_small_products
+    from biomtl.worker import batch_invariant, invariant_linears
 
     layer = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
     x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         before = [layer(x[:1, :n]) for n in range(6)]
-        pad_small_products(layer)
+        invariant_linears(layer)
         after = [layer(x[:1, :n]) for n in range(6)]
         assert [a.shape for a in after] == [b.shape for b in before] == [(1, n, 1) for n in range(6)]
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(after, before, strict=True))

@@ -55,7 +55,7 @@ STRICT_MKL = "AUTO,STRICT"
 MIN_ROWS = 4
 """The fewest rows a served model's wide dense layers compute at once. On some CPUs a product of 1-3 rows takes
 another kernel even in MKL's strict mode, so a row alone and the same row in a batch differ in the last bits
-(AMD EPYC with AVX-512, torch 2.13.0: 1-3 rows differ, 4 and more agree); :func:`pad_small_products`."""
+(AMD EPYC with AVX-512, torch 2.13.0: 1-3 rows differ, 4 and more agree); :func:`invariant_linears`."""
 
 NARROW = 64
 """Dense layers with fewer outputs than this (the task heads: a regression's 1, a tagger's few tags) are
@@ -77,9 +77,9 @@ def linear_rows(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.linear(flat, layer.weight, layer.bias)[:rows].reshape(*x.shape[:-1], layer.out_features)
 
 
-def pad_small_products(model: torch.nn.Module) -> None:
+def invariant_linears(model: torch.nn.Module) -> None:
     """Every ``nn.Linear`` in ``model`` computes through :func:`linear_rows` from now on (same results, up to
-    the kernel's rounding; a text's rows then get the same bits alone and in any batch)."""
+    the kernels' rounding; a text's rows then get the same bits alone and in any batch)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = functools.partial(linear_rows, module)  # type: ignore[method-assign]
@@ -208,13 +208,14 @@ class PackedEncoder:
 
 
 def batch_invariant(device: torch.device) -> bool:
-    """Whether a matrix product's row comes out the same alone and among others on ``device`` (MKL's strict
-    reproducibility mode on a CPU makes it so; without it some row counts take other kernels)."""
+    """Whether a dense layer's row comes out the same alone and among others on ``device``, for a wide and a
+    one-output layer computed as a served model computes them (:func:`invariant_linears`; on a CPU it also needs
+    MKL's strict reproducibility mode, without which some row counts take other kernels)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 384, generator=generator).to(device)
     for width in (1536, 1):  # an encoder's layer and a regression head, as a served model computes them
         layer = torch.nn.Linear(384, width).to(device)
-        pad_small_products(layer)
+        invariant_linears(layer)
         with torch.inference_mode():
             full = layer(x)
             if not all(torch.equal(layer(x[:n]), full[:n]) for n in (1, 2, 3, 5, 17)):
@@ -297,10 +298,10 @@ class ModelView:
 
 
 def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
-    """Make ``predictor``'s model batch-invariant (dense layers on at least :data:`MIN_ROWS` rows; packed texts
-    where the encoder passes the check, else length buckets of ``bucket`` tokens) and describe the model."""
+    """Make ``predictor``'s model batch-invariant (dense layers through :func:`linear_rows`; packed texts where
+    the encoder passes the check, else length buckets of ``bucket`` tokens) and describe the model."""
     model = predictor.model
-    pad_small_products(model)
+    invariant_linears(model)
     if not isinstance(model.encode, (PackedEncoder, BucketedEncoder)):
         packed = PackedEncoder(model.encoder)
         if packed.works(model.encode, model.tokenizer, predictor.device):
