@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,14 +14,20 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "common.py")
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_a_benchmark_script_imports_and_answers_help(script: Path, monkeypatch, capsys) -> None:
+def _load(script: Path, monkeypatch) -> ModuleType:
+    """The script as a module: its imports run; its work is under ``if __name__ == "__main__"``."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.setattr(sys, "argv", [script.name, "--help"])
     spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # runs the imports; the scripts' work is under ``if __name__ == "__main__"``
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_a_benchmark_script_imports_and_answers_help(script: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", [script.name, "--help"])
+    module = _load(script, monkeypatch)
     with pytest.raises(SystemExit) as exit_:
         module.main()
     assert exit_.value.code == 0
@@ -32,11 +39,6 @@ def test_the_gpu_kit_encoder_is_still_a_sentence_encoder(tmp_path: Path, monkeyp
     without ``modules.json`` the GPU study of 2026-11-30 trained BIOSSES as a cross-encoder."""
     from biomtl.model import resolve_similarity
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("benchmark_gpu_kit", BENCHMARKS / "gpu_kit.py")
-    assert spec is not None and spec.loader is not None
-    kit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kit)
-    kit.pack_encoder(tmp_path / "encoder")
+    _load(BENCHMARKS / "gpu_kit.py", monkeypatch).pack_encoder(tmp_path / "encoder")
     assert resolve_similarity("auto", str(tmp_path / "encoder")) == "biencoder"
     assert (tmp_path / "encoder" / "1_Pooling" / "config.json").is_file()
