@@ -26,7 +26,8 @@ from common import command_line, fmt, machine, machine_line, markdown_table, wri
 from serve_load import SENTENCES  # noqa: E402
 
 from biomtl.model import load_encoder  # noqa: E402
-from biomtl.worker import BucketedEncoder, PackedEncoder, batch_invariant  # noqa: E402
+from biomtl.packing import PackedEncoder  # noqa: E402
+from biomtl.worker import BucketedEncoder, batch_invariant  # noqa: E402
 
 
 def ms_per_sentence(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], batches: list[dict[str, torch.Tensor]],

@@ -28,9 +28,10 @@ from conftest import (  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from biomtl.cli import main  # noqa: E402
+from biomtl.packing import PackedEncoder  # noqa: E402
 from biomtl.predict import Predictor  # noqa: E402
 from biomtl.serve import ServeOptions, create_app  # noqa: E402
-from biomtl.worker import BucketedEncoder, PackedEncoder  # noqa: E402
+from biomtl.worker import BucketedEncoder  # noqa: E402
 
 FILLER = ["the", "of", "in", "patients", "cells", "was", "with", "cancer", "pain"]
 

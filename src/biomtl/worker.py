@@ -2,8 +2,9 @@
 (:class:`Runner`) and the process they run in (:class:`ModelProcess`). Nothing here speaks HTTP.
 
 A text's numbers must not depend on what it is batched with. The encoder runs a batch's texts packed into
-one row without padding, each text attending to itself alone (:class:`PackedEncoder`; an encoder that cannot
-read packed texts runs each text padded to its own length bucket, :class:`BucketedEncoder`), and on a CPU
+one row without padding, each text attending to itself alone (:class:`biomtl.packing.PackedEncoder`; an
+encoder that cannot read packed texts runs each text padded to its own length bucket,
+:class:`BucketedEncoder`), and on a CPU
 ``biomtl serve`` asks MKL for strict conditional numerical reproducibility (``MKL_CBWR=AUTO,STRICT``), under
 which a matrix product's rows do not depend on how many rows it has (:func:`batch_invariant` checks it).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
 
 from biomtl.annotate import Sentence, annotate
 from biomtl.config import DatasetSpec
 from biomtl.errors import BiomtlError
 from biomtl.formats import Collection
 from biomtl.model import read_manifest
+from biomtl.packing import PackedEncoder
 from biomtl.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -128,83 +128,6 @@ class BucketedEncoder:
             out[index, :keep] = hidden[:, :keep]
         assert out is not None  # a batch has at least one row
         return out
-
-
-PACKED_ATTENTION = "biomtl_packed"
-"""The name under which :func:`packed_attention` is registered with transformers' attention functions."""
-
-
-def packed_attention(
-    module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
-    scaling: float | None = None, dropout: float = 0.0, **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """Self-attention over one row of packed texts (``(1, heads, tokens, d)``): each text, from
-    ``biomtl_offsets[i]`` to ``biomtl_offsets[i + 1]``, attends to itself alone, at its own length."""
-    offsets = kwargs["biomtl_offsets"]
-    parts = [
-        torch.nn.functional.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], scale=scaling)
-        for a, b in itertools.pairwise(offsets)
-    ]
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(PACKED_ATTENTION, packed_attention)
-
-
-class PackedEncoder:
-    """Runs a batch's texts packed into one row, without padding: each text's tokens keep their positions
-    (0, 1, ...) and attend to the text's own tokens alone (:func:`packed_attention`), while every dense layer
-    reads all the batch's tokens as the rows of one matrix product. A text's states then do not depend on the
-    other texts in its batch (given batch-invariant matrix products), and no padding is computed::
-
-        lengths 5, 11, 30 → one row of 46 tokens, positions 0-4, 0-10, 0-29 → (3, 30, H), zero past each text
-
-    For encoders whose attention goes through transformers' attention functions and that take
-    ``position_ids`` as BERT does; :meth:`works` checks an encoder against its own padded batches.
-    """
-
-    def __init__(self, encoder: torch.nn.Module) -> None:
-        self.encoder = encoder
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch["attention_mask"].bool()
-        lengths = [int(n) for n in mask.sum(1).tolist()]
-        inputs = {
-            "input_ids": batch["input_ids"][mask].unsqueeze(0),
-            "position_ids": torch.cat([torch.arange(n, device=mask.device) for n in lengths]).unsqueeze(0),
-        }
-        if "token_type_ids" in batch:
-            inputs["token_type_ids"] = batch["token_type_ids"][mask].unsqueeze(0)
-        config: Any = self.encoder.config
-        before = config._attn_implementation
-        config._attn_implementation = PACKED_ATTENTION
-        try:
-            states = self.encoder(**inputs, biomtl_offsets=[0, *itertools.accumulate(lengths)]).last_hidden_state[0]
-        finally:
-            config._attn_implementation = before
-        out = states.new_zeros(*mask.shape, states.shape[-1])
-        out[mask] = states
-        return out
-
-    def works(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], tokenizer: Any, device: torch.device) -> bool:
-        """Whether packed texts get the states that ``encode`` gives them in a padded batch (within rounding),
-        for single texts and pairs; ``False`` also where the encoder cannot run packed at all."""
-        firsts = ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."]
-        seconds = ["It is a drug.", "Cyclooxygenase 2 makes prostaglandins in inflamed tissue."]
-        for pair in (None, seconds):
-            batch = {k: v.to(device) for k, v in tokenizer(firsts, pair, padding=True, return_tensors="pt").items()}
-            mask = batch["attention_mask"].bool()
-            with torch.inference_mode():
-                try:
-                    packed = self(batch)
-                except Exception as e:  # noqa: BLE001 - any failure means: not this encoder
-                    log.info("the encoder cannot run packed texts (%s: %s); using length buckets", type(e).__name__, e)
-                    return False
-                padded = encode(batch)
-            if not torch.allclose(packed[mask], padded[mask], atol=1e-3, rtol=1e-3):
-                log.info("packed texts do not get the encoder's own states; using length buckets")
-                return False
-        return True
 
 
 def batch_invariant(device: torch.device) -> bool:
@@ -307,6 +230,7 @@ def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
         if packed.works(model.encode, model.tokenizer, predictor.device):
             model.encode = packed  # type: ignore[method-assign]
         else:
+            log.info("using length buckets")
             model.encode = BucketedEncoder(model.encode, bucket, model.max_length, model.tokenizer.pad_token_id)  # type: ignore[method-assign]
     tasks = {name: TaskInfo(t.token_level, t.can_annotate, t.pair_input) for name, t in model.tasks.items()}
     encoder_batches = "packed" if isinstance(model.encode, PackedEncoder) else "buckets"
