@@ -581,6 +581,7 @@ class RunConfig:
     compile: bool = False
     num_threads: int | None = None
     group_by_length: bool = True
+    pack: bool = False  # the encoder reads each batch's texts packed into one row, without padding (biomtl.packing)
     save_predictions: bool = True
     evaluate_test: bool = True
 
@@ -633,6 +634,8 @@ class RunConfig:
             p.append("keep_heads: needs init_from (a model directory to take the heads from)")
         if not DEVICE_NAME.fullmatch(self.device):
             p.append(f"device: unknown device '{self.device}'; use auto, cpu, cuda, cuda:N or mps")
+        if self.pack and self.compile:
+            p.append("pack: packed texts change shape every batch, which compile: true cannot follow; choose one")
         return p
 
     @classmethod

@@ -29,7 +29,8 @@ from biomtl import __version__
 from biomtl.atomic import atomic_dir
 from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, SIMILARITY, DatasetSpec, RunConfig
 from biomtl.datadirs import DataDirs
-from biomtl.errors import BiomtlError, ModelDirError
+from biomtl.errors import BiomtlError, ConfigError, ModelDirError
+from biomtl.packing import PackedEncoder
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,16 @@ class MultiTaskModel(nn.Module):
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         return self.encoder(**inputs).last_hidden_state  # (B, T, H)
+
+    def pack_texts(self) -> None:
+        """From now on the encoder reads each batch's texts packed into one row, without padding
+        (:mod:`biomtl.packing`); a :class:`ConfigError` if this encoder's packed states differ from its padded ones."""
+        packed = PackedEncoder(self.encoder)
+        device = next(self.encoder.parameters()).device
+        if not packed.works(self.encode, self.tokenizer, device):
+            raise ConfigError(f"pack: the encoder {self.encoder_name or 'default'} cannot read packed texts "
+                              "(it must take position_ids and use transformers' attention functions); use pack: false")
+        self.encode = packed  # type: ignore[method-assign]
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
@@ -424,10 +435,20 @@ def build_model(config: RunConfig, data_dirs: DataDirs | None = None) -> MultiTa
         spec = load_dataset_spec(entry, data_dirs)
         specs[spec.name] = spec
     if not config.init_from:
-        return MultiTaskModel.from_encoder(
+        model = MultiTaskModel.from_encoder(
             config.encoder, specs, dropout=config.dropout, pooling=config.pooling, max_length=config.max_length,
             similarity=config.similarity,
         )
+    else:
+        model = _from_earlier_run(config, specs)
+    if config.pack:
+        model.pack_texts()
+    return model
+
+
+def _from_earlier_run(config: RunConfig, specs: dict[str, DatasetSpec]) -> MultiTaskModel:
+    """``init_from``'s encoder with new heads for ``specs``, or with its own heads when ``keep_heads``."""
+    assert config.init_from is not None
     source = MultiTaskModel.load(config.init_from)
     set_encoder_dropout(source.encoder, config.dropout)
     model = MultiTaskModel(

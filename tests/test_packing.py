@@ -1,0 +1,82 @@
+"""``pack: true``: training and evaluation with each batch's texts packed into one row (biomtl.packing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from biomtl.errors import ConfigError
+from biomtl.model import build_model
+from biomtl.packing import PackedEncoder
+from biomtl.train import load_task_data, train
+
+
+def _loss_and_grads(config, task: str):
+    torch.manual_seed(0)
+    model = build_model(config)
+    data = load_task_data(model, config)
+    features = data[task].features["train"][:6]
+    batch = model.tasks[task].collate(features, model.tokenizer.pad_token_id)
+    model.train()
+    loss = model.tasks[task].loss(model(task, batch), batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return model, loss.item(), grads
+
+
+@pytest.mark.parametrize("task", ["toy-ner", "toy-rel", "toy-sts", "toy-hoc"])
+def test_a_packed_batch_gives_the_padded_loss_and_gradients(run_config, task):
+    """Without dropout, a packed batch's loss and every gradient equal the padded batch's within rounding, for
+    each task type (tokens, a pair's classes, a bi-encoder's two texts, multi-label documents)."""
+    padded_model, padded_loss, padded_grads = _loss_and_grads(run_config(tasks=[task], dropout=0.0), task)
+    packed_model, packed_loss, packed_grads = _loss_and_grads(run_config(tasks=[task], dropout=0.0, pack=True), task)
+    assert isinstance(packed_model.encode, PackedEncoder) and not isinstance(padded_model.encode, PackedEncoder)
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
+    assert packed_grads.keys() == padded_grads.keys() and len(packed_grads) > 10
+    for name, grad in padded_grads.items():
+        assert torch.allclose(packed_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_packed_attention_drops_out_while_training_only(run_config):
+    """The encoder's attention dropout applies to packed texts in training (two forward passes differ) and
+    not in evaluation (they agree)."""
+    config = run_config(tasks=["toy-ner"], dropout=0.0, pack=True)
+    model = build_model(config)
+    model.encoder.config.attention_probs_dropout_prob = 0.5
+    for layer in model.encoder.encoder.layer:
+        layer.attention.self.dropout.p = 0.5
+    data = load_task_data(model, config)
+    batch = model.tasks["toy-ner"].collate(data["toy-ner"].features["train"][:4], model.tokenizer.pad_token_id)
+    model.train()
+    assert not torch.equal(model.encode(batch), model.encode(batch))
+    model.eval()
+    assert torch.equal(model.encode(batch), model.encode(batch))
+
+
+def test_a_packed_run_trains_selects_and_saves_a_model_that_loads_unpacked(run_config):
+    """A packed run goes through epoch 0, training and test like any run, records ``pack`` in its config, and its
+    model directory is an ordinary one (packing is how training ran, not part of the model)."""
+    from biomtl.config import read_yaml
+    from biomtl.model import MultiTaskModel
+
+    config = run_config(tasks=["toy-ner", "toy-rel"], pack=True)
+    result = train(config, progress=False)
+    out = Path(config.output_dir)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in rows] == [("dev", 0), ("dev", 1), ("dev", 2), ("test", result["best_epoch"])]
+    assert read_yaml(out / "config.yaml")["pack"] is True
+    assert not isinstance(MultiTaskModel.load(out / "best").encode, PackedEncoder)
+
+
+def test_pack_is_refused_for_an_encoder_that_cannot_read_packed_texts(run_config, monkeypatch):
+    monkeypatch.setattr(PackedEncoder, "works", lambda self, *a: False)
+    with pytest.raises(ConfigError, match="pack: the encoder .* cannot read packed texts"):
+        build_model(run_config(tasks=["toy-ner"], pack=True))
+
+
+def test_pack_with_compile_is_a_config_error(run_config):
+    with pytest.raises(ConfigError, match="pack: .*compile"):
+        type(run_config()).from_dict({**run_config().to_dict(), "pack": True, "compile": True})
