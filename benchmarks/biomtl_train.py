@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (RunConfig.compile)")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
                    help="RunConfig.group_by_length: batches of similar lengths (default) or random ones")
+    p.add_argument("--pack", action="store_true",
+                   help="RunConfig.pack: the encoder reads each batch's texts packed into one row, without padding")
     p.add_argument("--chunk-batches", type=int, default=None,
                    help="length grouping sorts within random chunks of this many batches (default: "
                         "biomtl.data.sampler.CHUNK_BATCHES, 50)")
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             precision="bf16" if args.bf16 else "fp32",
             compile=args.compile,
             group_by_length=args.group_by_length,
+            pack=args.pack,
             num_threads=args.threads,
             save_predictions=False,
         )
@@ -143,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "side": "biomtl" + (" (compiled)" if args.compile else ""),
         "task": spec.name,
         "settings": {"head_lr": args.head_lr, "pooling": args.pooling, "similarity": settings.similarity,
-                     "group_by_length": args.group_by_length, "chunk_batches": sampler.CHUNK_BATCHES},
+                     "group_by_length": args.group_by_length, "pack": args.pack,
+                     "chunk_batches": sampler.CHUNK_BATCHES},
         "device": str(device),
         "precision": config.precision,
         "train_examples": len(train_ex),

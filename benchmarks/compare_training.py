@@ -56,7 +56,8 @@ from hf_recipe import COLUMNS  # noqa: E402
 
 ALL_TASKS = ("bc5cdr-chemical", "bc5cdr-disease", "chemprot", "ddi", "hoc", "biosses")
 SHARED_KEYS = ("epochs", "batch_size", "lr", "warmup", "weight_decay", "max_length")  # run-config keys both sides get
-BIOMTL_KEYS = ("head_lr", "pooling", "similarity")  # biomtl's model settings: the stock recipe has no counterpart
+BIOMTL_KEYS = ("head_lr", "pooling", "similarity", "group_by_length", "pack")  # the stock recipe has no counterpart
+NEGATABLE = ("group_by_length",)  # biomtl_train.py's --x / --no-x flags (default on)
 RUN_KEYS_NOT_USED = ("tasks", "output_dir", "max_train_examples", "max_eval_examples")  # the caps are this script's flags
 OWN_FLAGS = ("json_out", "compile", "save_model", "hf_flags", "biomtl_flags", "tasks", "run_configs", "skip_done")
 
@@ -88,9 +89,12 @@ def given_flags(argv: list[str] | None) -> set[str]:
 
 
 def as_flags(values: dict[str, Any]) -> list[str]:
-    """``{"batch_size": 32, "bf16": True, "seed": None}`` → ``["--batch-size", "32", "--bf16"]``."""
+    """``{"batch_size": 32, "bf16": True, "seed": None, "group_by_length": False}`` → ``["--batch-size", "32",
+    "--bf16", "--no-group-by-length"]``."""
     out = []
     for key, value in values.items():
+        if value is False and key in NEGATABLE:
+            out.append("--no-" + key.replace("_", "-"))
         if value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")

@@ -42,3 +42,20 @@ def test_the_gpu_kit_encoder_is_still_a_sentence_encoder(tmp_path: Path, monkeyp
     _load(BENCHMARKS / "gpu_kit.py", monkeypatch).pack_encoder(tmp_path / "encoder")
     assert resolve_similarity("auto", str(tmp_path / "encoder")) == "biencoder"
     assert (tmp_path / "encoder" / "1_Pooling" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("task", ["bc5cdr-chemical", "bc5cdr-disease", "chemprot", "hoc"])
+def test_the_comparison_gives_biomtl_every_setting_of_the_run_config(task: str, monkeypatch) -> None:
+    """Every run config's training settings reach ``biomtl_train.py``'s parser as flags, a setting that is off
+    (``group_by_length: false``) too, and the stock recipe gets only the shared ones."""
+    from biomtl.config import read_yaml
+
+    compare = _load(BENCHMARKS / "compare_training.py", monkeypatch)
+    train_script = _load(BENCHMARKS / "biomtl_train.py", monkeypatch)
+    folder = BENCHMARKS.parent / "configs" / "runs"
+    shared, biomtl_only = compare.run_config_settings(folder, task)
+    args = train_script.parse_args(compare.as_flags({"task": task, **shared, **biomtl_only}))
+    for key, value in {**shared, **biomtl_only}.items():
+        assert getattr(args, key) == value, key
+    config = read_yaml(folder / f"{task}.yaml")
+    assert args.group_by_length == config.get("group_by_length", True) and args.pack == config.get("pack", False)
