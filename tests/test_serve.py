@@ -141,12 +141,29 @@ def test_health_and_tasks(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["tasks"] == 5 and health["batching"] is True
     assert health["encoder_batches"] == "packed"  # a BERT reads packed texts
+    assert health["precision"] == "fp32"
     tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
     assert list(tasks) == ["srv-chem", "srv-gene", "srv-rel", "srv-doc", "srv-sts"]
     assert tasks["srv-chem"] == {"name": "srv-chem", "type": "tagging", "labels": ["Chemical"], "token_level": True,
                                  "annotates_text": True, "arguments": []}
     assert tasks["srv-rel"]["labels"] == ["CPR:3", "CPR:4", "false"] and tasks["srv-rel"]["arguments"] == ["Chemical", "Gene"]
     assert tasks["srv-sts"]["type"] == "regression"
+
+
+def test_bit_identity_is_checked_in_the_precision_the_model_runs_in(model_dir, monkeypatch):
+    """A bf16 model (``--precision auto`` on a CPU with native bf16) is checked for batch invariance under bf16
+    autocast, not in fp32, and ``/health`` says bf16."""
+    import torch
+
+    import biomtl.worker as worker
+
+    checked = []
+    real = worker.batch_invariant
+    monkeypatch.setattr(worker, "batch_invariant", lambda device, dtype=None: checked.append(dtype) or real(device, dtype))
+    predictor = Predictor.load(model_dir, precision="bf16")
+    with TestClient(create_app(predictor, ServeOptions())) as c:
+        assert c.get("/health").json()["precision"] == "bf16"
+    assert checked == [torch.bfloat16]
 
 
 def test_annotate_json_gives_entities_relations_and_labels(client, model_dir):

@@ -93,6 +93,24 @@ def requests_to_send() -> list[tuple[str, dict]]:
 
 
 def test_concurrent_requests_equal_one_at_a_time(server):
+    concurrent_equal_alone(server)
+
+
+def test_concurrent_requests_equal_one_at_a_time_in_bf16(model_dir):
+    """On a CPU with native bf16, ``--precision auto`` serves in bf16 autocast: bit-identity must hold there too."""
+    import torch
+
+    from biomtl.inference import native_bf16
+
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16, so --precision auto serves in fp32 (the test above)")
+    with running_server(model_dir, "--max-wait-ms", "20", "--precision", "bf16") as (url, _):
+        assert httpx.get(f"{url}/health").json()["precision"] == "bf16"
+        concurrent_equal_alone(url)
+
+
+def concurrent_equal_alone(server: str) -> None:
+    """The requests of :func:`requests_to_send`, sent one at a time and then 16 at once, get the same bytes."""
     health = httpx.get(f"{server}/health").json()
     if not health["batch_invariant"]:
         pytest.skip("this machine's matrix products are not batch-invariant (no MKL strict mode); see docs/serve.md")

@@ -495,7 +495,7 @@ def info_routes(
             return _error(503, why)
         return {
             "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
-            "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches,
+            "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches, "precision": view.precision,
             "model_calls": batcher.batches, "requests": batcher.jobs,
             "model_restarts": process.restarts if process else 0,
         }

@@ -38,6 +38,7 @@ from biomtl.annotate import Sentence, annotate
 from biomtl.config import DatasetSpec
 from biomtl.errors import BiomtlError
 from biomtl.formats import Collection
+from biomtl.inference import device_compute
 from biomtl.model import read_manifest
 from biomtl.packing import PackedEncoder
 from biomtl.predict import Predictor
@@ -130,16 +131,17 @@ class BucketedEncoder:
         return out
 
 
-def batch_invariant(device: torch.device) -> bool:
-    """Whether a dense layer's row comes out the same alone and among others on ``device``, for a wide and a
-    one-output layer computed as a served model computes them (:func:`invariant_linears`; on a CPU it also needs
-    MKL's strict reproducibility mode, without which some row counts take other kernels)."""
+def batch_invariant(device: torch.device, dtype: torch.dtype | None = None) -> bool:
+    """Whether a dense layer's row comes out the same alone and among others on ``device``, in the precision a
+    served model computes in (autocast in ``dtype``; ``None``: fp32), for a wide and a one-output layer computed
+    as a served model computes them (:func:`invariant_linears`; on a CPU it also needs MKL's strict
+    reproducibility mode, without which some row counts take other kernels)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 384, generator=generator).to(device)
     for width in (1536, 1):  # an encoder's layer and a regression head, as a served model computes them
         layer = torch.nn.Linear(384, width).to(device)
         invariant_linears(layer)
-        with torch.inference_mode():
+        with torch.inference_mode(), device_compute(device, dtype):
             full = layer(x)
             if not all(torch.equal(layer(x[:n]), full[:n]) for n in (1, 2, 3, 5, 17)):
                 return False
@@ -218,6 +220,7 @@ class ModelView:
     tasks: dict[str, TaskInfo]
     batch_invariant: bool  # whether matrix products give a row the same bits whatever the row count
     encoder_batches: str  # "packed" (PackedEncoder) or "buckets" (BucketedEncoder)
+    precision: str  # what the model computes in: "fp32", or "bf16" autocast (--precision auto on a bf16 CPU)
 
 
 def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
@@ -234,7 +237,8 @@ def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
             model.encode = BucketedEncoder(model.encode, bucket, model.max_length, model.tokenizer.pad_token_id)  # type: ignore[method-assign]
     tasks = {name: TaskInfo(t.token_level, t.can_annotate, t.pair_input) for name, t in model.tasks.items()}
     encoder_batches = "packed" if isinstance(model.encode, PackedEncoder) else "buckets"
-    return ModelView(dict(model.specs), tasks, batch_invariant(predictor.device), encoder_batches)
+    precision = {None: "fp32", torch.bfloat16: "bf16"}.get(predictor.dtype, str(predictor.dtype))
+    return ModelView(dict(model.specs), tasks, batch_invariant(predictor.device, predictor.dtype), encoder_batches, precision)
 
 
 # ---------------------------------------------------------------------------------------------------------
