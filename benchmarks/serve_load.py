@@ -68,19 +68,20 @@ from biomtl.predict import Predictor
 from biomtl.serve import ServeOptions, create_app
 model, host, port, max_texts, max_body = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 options = ServeOptions(max_texts=max_texts, max_body_bytes=max_body)
-uvicorn.run(create_app(Predictor.load(model), options, model), host=host, port=port, log_level="warning")
+predictor = Predictor.load(model, precision=sys.argv[6])
+uvicorn.run(create_app(predictor, options, model), host=host, port=port, log_level="warning")
 """
 """The service with the model in a thread of the server's process (``create_app(predictor)``), as ``biomtl
 serve`` ran it before it gave the model a process of its own."""
 
 
 def start_server(model: Path, batching: bool, max_texts: int, max_body: int, max_wait_ms: float | None = None,
-                 model_in_thread: bool = False) -> tuple[subprocess.Popen, str]:
+                 model_in_thread: bool = False, precision: str = "auto") -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "biomtl", "serve", str(model), "--host", HOST, "--port", str(port),
-           "--max-texts", str(max_texts), "--max-body-bytes", str(max_body)]
+           "--max-texts", str(max_texts), "--max-body-bytes", str(max_body), "--precision", precision]
     if model_in_thread:
-        cmd = [sys.executable, "-c", THREAD_SERVER, str(model), HOST, str(port), str(max_texts), str(max_body)]
+        cmd = [sys.executable, "-c", THREAD_SERVER, str(model), HOST, str(port), str(max_texts), str(max_body), precision]
     elif not batching:
         cmd.append("--no-batching")
     elif max_wait_ms is not None:
@@ -225,6 +226,8 @@ def main() -> None:
     p.add_argument("--max-texts", type=int, default=100)
     p.add_argument("--max-body-bytes", type=int, default=100_000)
     p.add_argument("--max-wait-ms", type=float, default=None, help="the batching server's (default: biomtl serve's)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="every server's --precision (default auto: bf16 on a CPU with native bf16, else fp32)")
     p.add_argument("--model-in-thread", action="store_true",
                    help="also measure a batching server whose model runs in a thread of its process (create_app(predictor))")
     p.add_argument("--json-out")
@@ -239,13 +242,15 @@ def main() -> None:
         if args.model_in_thread:
             servers.append(("batching, model in a thread", True, True))
         for name, batching, in_thread in servers:
-            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms, in_thread)
+            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms, in_thread,
+                                     args.precision)
             try:
                 asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
                 results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency))
                 results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1))
                 health = httpx.get(f"{url}/health").json()
                 results[f"{name}, concurrency {args.concurrency}"]["batch_invariant"] = health["batch_invariant"]
+                results[f"{name}, concurrency {args.concurrency}"]["precision"] = health["precision"]
             finally:
                 stop_server(proc)
 
@@ -260,7 +265,8 @@ def main() -> None:
     info = machine()
     base = results["no batching, one at a time"]["valid_per_s"]
     speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base
-    print(f"`{command_line()}`\n\nMachine: {machine_line(info)}\n")
+    precision = results[f"batching, concurrency {args.concurrency}"]["precision"]
+    print(f"`{command_line()}`\n\nMachine: {machine_line(info)}; the servers computed in {precision}\n")
     print(markdown_table(header, rows))
     print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
     if args.model_in_thread:
