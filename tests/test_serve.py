@@ -375,6 +375,30 @@ def test_bucketed_encoder_rows_match_the_batch_shape():
     assert BucketedEncoder(encode, bucket=8, max_length=30, pad_id=0).bucket_length(29) == 30
 
 
+def test_served_layers_under_autocast_give_autocasts_bits_from_weights_cast_once():
+    """Under bf16 autocast a served wide layer computes from a bf16 copy of its weights made once, and gets
+    the bits autocast gets casting them at every call; changed weights are cast again."""
+    import torch
+
+    from biomtl.worker import invariant_linears
+
+    layer = torch.nn.Linear(32, 96)
+    x = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        expected = layer(x)
+        invariant_linears(layer)
+        first = layer(x)
+        copy = layer.__dict__["_biomtl_cast"][1]
+        assert first.dtype == torch.bfloat16 and torch.equal(first, expected)
+        assert layer(x) is not None and layer.__dict__["_biomtl_cast"][1] is copy  # kept between calls
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    with torch.inference_mode():
+        assert layer(x).dtype == torch.float32  # no autocast: the fp32 weights
+
+
 def test_served_dense_layers_give_a_row_the_same_result_in_any_batch():
     """A served model's ``nn.Linear`` layers pad products of 1-3 rows with zero rows, and narrow ones (a head
     of one output) sum each row's products (some CPUs take other kernels for such shapes, so a row alone and in

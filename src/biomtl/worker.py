@@ -71,11 +71,29 @@ def linear_rows(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if layer.out_features < NARROW:
         y = (x.unsqueeze(-2) * layer.weight).sum(-1)
         return y if layer.bias is None else y + layer.bias
+    weight, bias = autocast_weights(layer, x.device)
     rows = x.numel() // x.shape[-1]
     if rows >= MIN_ROWS:
-        return torch.nn.functional.linear(x, layer.weight, layer.bias)
+        return torch.nn.functional.linear(x, weight, bias)
     flat = torch.cat([x.reshape(rows, x.shape[-1]), x.new_zeros(MIN_ROWS - rows, x.shape[-1])])
-    return torch.nn.functional.linear(flat, layer.weight, layer.bias)[:rows].reshape(*x.shape[:-1], layer.out_features)
+    return torch.nn.functional.linear(flat, weight, bias)[:rows].reshape(*x.shape[:-1], layer.out_features)
+
+
+def autocast_weights(layer: torch.nn.Linear, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's weight and bias in the dtype autocast computes ``device``'s products in, cast once and kept
+    (until the weights change): autocast casts them again at every call under ``torch.inference_mode``, which
+    cost a bf16 MiniLM forward of 8 sentences 4 of its 23 ms on an AMD EPYC. The product is the one autocast
+    computes (the same casts of the same values), so the results are the same bits."""
+    if not torch.is_autocast_enabled(device.type):
+        return layer.weight, layer.bias
+    dtype = torch.get_autocast_dtype(device.type)
+    key = (dtype, layer.weight.data_ptr(), layer.weight._version)
+    cached = layer.__dict__.get("_biomtl_cast")
+    if cached is None or cached[0] != key:
+        bias = None if layer.bias is None else layer.bias.detach().to(dtype)
+        cached = (key, layer.weight.detach().to(dtype), bias)
+        layer.__dict__["_biomtl_cast"] = cached
+    return cached[1], cached[2]
 
 
 def invariant_linears(model: torch.nn.Module) -> None:
