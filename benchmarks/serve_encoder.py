@@ -29,7 +29,7 @@ from serve_load import SENTENCES  # noqa: E402
 from biomtl.inference import autocast_dtype, device_compute  # noqa: E402
 from biomtl.model import load_encoder  # noqa: E402
 from biomtl.packing import PackedEncoder  # noqa: E402
-from biomtl.worker import BucketedEncoder, batch_invariant  # noqa: E402
+from biomtl.worker import BucketedEncoder, batch_invariant, invariant_linears  # noqa: E402
 
 
 def ms_per_sentence(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], batches: list[dict[str, torch.Tensor]],
@@ -57,6 +57,7 @@ def main() -> None:
 
     encoder, tokenizer = load_encoder(None, 0.0)
     encoder.eval()
+    invariant_linears(encoder)  # as the service computes dense layers (worker.linear_rows)
     plain = lambda batch: encoder(**batch).last_hidden_state  # noqa: E731
     encoders = {
         "packed": PackedEncoder(encoder),
