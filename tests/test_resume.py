@@ -47,11 +47,13 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert ra == rb
 
 
-def test_stopped_run_resumes_identically(run_config, tmp_path):
-    """In-process: stop after 13 steps (checkpoints every 5), resume, compare with a straight run."""
-    straight = run_config(output_dir=str(tmp_path / "straight"), checkpoint_every=5)
+@pytest.mark.parametrize("changes", [{}, {"group_by_length": False, "pack": True}], ids=["grouped", "random-packed"])
+def test_stopped_run_resumes_identically(run_config, tmp_path, changes):
+    """In-process: stop after 13 steps (checkpoints every 5), resume, compare with a straight run; also with
+    random batches packed (the NER run configs)."""
+    straight = run_config(output_dir=str(tmp_path / "straight"), checkpoint_every=5, **changes)
     train(straight, progress=False)
-    config = run_config(output_dir=str(tmp_path / "resumed"), checkpoint_every=5)
+    config = run_config(output_dir=str(tmp_path / "resumed"), checkpoint_every=5, **changes)
     with interrupted_after(13):
         train(config, progress=False)
     assert not (tmp_path / "resumed" / "result.json").exists()
