@@ -156,6 +156,12 @@ CASES = [
              max_length=512),
     cli_case("override-max-length-above-positions", lambda ws: _train(ws, "max_length=4096"),
              "max_length: 4096 is more than the encoder's max_position_embeddings (128); set max_length to 128 or less"),
+    run_case("run-pack-with-compile",
+             "{run}: pack: packed texts change shape every batch, which compile: true cannot follow; choose one",
+             pack=True, compile=True),
+    cli_case("override-pack-encoder-cannot", lambda ws: _train(ws, "pack=true"),
+             "re:pack: the encoder .* cannot read packed texts \\(it must take position_ids and use transformers' "
+             "attention functions\\); use pack: false"),
     cli_case("validate-run-unknown-task", lambda ws: ["validate", str(ws.write_run(tasks=["toy-nr"]))],
              "re:tasks: no dataset config found for 'toy-nr'; known tasks: bc2gm, .*"),
     run_paths_case("run-task-config-missing", "{w}/nope.yaml: config file not found",
@@ -213,7 +219,15 @@ CASES = [
               "{d}/toy-ner.yaml: files.train: '{d}/{{0}}.conll': unknown placeholder {{0}} (known: {{corpora}}, {{prepared}})"),
 ]  # fmt: skip
 
+def _cannot_pack(monkeypatch: pytest.MonkeyPatch, ws: Workspace) -> None:
+    """An encoder whose packed states differ from its padded ones (as RoBERTa's: tests/test_serve.py)."""
+    from biomtl.packing import PackedEncoder
+
+    monkeypatch.setattr(PackedEncoder, "works", lambda self, *args: False)
+
+
 PATCHES: dict[str, Patch] = {
+    "override-pack-encoder-cannot": _cannot_pack,
     "output-dir-not-writable": _not_writable("ro"),
     "prepare-out-not-writable": _not_writable("ro"),
     "train-disk-full": _failing_write(errno.ENOSPC),
