@@ -33,7 +33,7 @@ def test_a_packed_batch_gives_the_padded_loss_and_gradients(run_config, task):
     each task type (tokens, a pair's classes, a bi-encoder's two texts, multi-label documents)."""
     padded_model, padded_loss, padded_grads = _loss_and_grads(run_config(tasks=[task], dropout=0.0), task)
     packed_model, packed_loss, packed_grads = _loss_and_grads(run_config(tasks=[task], dropout=0.0, pack=True), task)
-    assert isinstance(packed_model.encode, PackedEncoder) and not isinstance(padded_model.encode, PackedEncoder)
+    assert packed_model.packed is not None and padded_model.packed is None
     assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
     assert packed_grads.keys() == padded_grads.keys() and len(packed_grads) > 10
     for name, grad in padded_grads.items():
@@ -42,7 +42,7 @@ def test_a_packed_batch_gives_the_padded_loss_and_gradients(run_config, task):
 
 def test_packed_attention_drops_out_while_training_only(run_config):
     """The encoder's attention dropout applies to packed texts in training (two forward passes differ) and
-    not in evaluation (they agree)."""
+    not in evaluation (they agree); evaluation batches are not packed (the model's own padded states)."""
     config = run_config(tasks=["toy-ner"], dropout=0.0, pack=True)
     model = build_model(config)
     model.encoder.config.attention_probs_dropout_prob = 0.5
@@ -53,7 +53,9 @@ def test_packed_attention_drops_out_while_training_only(run_config):
     model.train()
     assert not torch.equal(model.encode(batch), model.encode(batch))
     model.eval()
-    assert torch.equal(model.encode(batch), model.encode(batch))
+    assert model.packed is not None and torch.equal(model.packed(batch), model.packed(batch))
+    padded = model.encoder(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})
+    assert torch.equal(model.encode(batch), padded.last_hidden_state)
 
 
 def test_a_packed_run_trains_selects_and_saves_a_model_that_loads_unpacked(run_config):
@@ -68,7 +70,7 @@ def test_a_packed_run_trains_selects_and_saves_a_model_that_loads_unpacked(run_c
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["split"], r["epoch"]) for r in rows] == [("dev", 0), ("dev", 1), ("dev", 2), ("test", result["best_epoch"])]
     assert read_yaml(out / "config.yaml")["pack"] is True
-    assert not isinstance(MultiTaskModel.load(out / "best").encode, PackedEncoder)
+    assert MultiTaskModel.load(out / "best").packed is None  # packing is how training ran, not part of the model
 
 
 def test_pack_is_refused_for_an_encoder_that_cannot_read_packed_texts(run_config, monkeypatch):

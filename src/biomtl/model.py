@@ -189,6 +189,7 @@ class MultiTaskModel(nn.Module):
         self.max_length = max_length
         self.encoder_name = encoder_name
         self.similarity = similarity
+        self.packed: PackedEncoder | None = None  # pack_texts()
         settings = HeadSettings(dropout=dropout, pooling=pooling, similarity=similarity)
         self.tasks: dict[str, TaskType] = {name: make_task(s, settings) for name, s in specs.items()}
         encoder_config: Any = encoder.config  # a module attribute, typed Tensor | Module
@@ -208,18 +209,22 @@ class MultiTaskModel(nn.Module):
                    similarity=resolve_similarity(similarity, name), **kwargs)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.packed is not None and self.training:
+            return self.packed(batch)
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         return self.encoder(**inputs).last_hidden_state  # (B, T, H)
 
     def pack_texts(self) -> None:
-        """From now on the encoder reads each batch's texts packed into one row, without padding
-        (:mod:`biomtl.packing`); a :class:`ConfigError` if this encoder's packed states differ from its padded ones."""
+        """From now on the encoder reads each training batch's texts packed into one row, without padding
+        (:mod:`biomtl.packing`); evaluation batches, sorted by length and so nearly without padding, stay padded
+        (packed, each of their 128 texts would be one attention call per layer). A :class:`ConfigError` if this
+        encoder's packed states differ from its padded ones."""
         packed = PackedEncoder(self.encoder)
         device = next(self.encoder.parameters()).device
         if not packed.works(self.encode, self.tokenizer, device):
             raise ConfigError(f"pack: the encoder {self.encoder_name or 'default'} cannot read packed texts "
                               "(it must take position_ids and use transformers' attention functions); use pack: false")
-        self.encode = packed  # type: ignore[method-assign]
+        self.packed = packed
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
