@@ -1,4 +1,4 @@
-"""A batch's texts packed into one row without padding, for training (``pack: true``) and for ``biomtl serve``.
+"""A batch's texts packed into one row without padding, for training batches (``pack: true``) and ``biomtl serve``.
 
 A padded batch computes every row to its longest text: with random batches of BC5CDR sentences more than half
 the tokens are padding. Packed, the encoder's dense layers read only the texts' own tokens (the rows of one
