@@ -1,8 +1,8 @@
 """A batch's texts packed into one row without padding, for training batches (``pack: true``) and ``biomtl serve``.
 
-A padded batch computes every row to its longest text: with random batches of BC5CDR sentences more than half
-the tokens are padding. Packed, the encoder's dense layers read only the texts' own tokens (the rows of one
-matrix product), and each text attends to itself alone at its own positions, so a text's states are the ones
+A padded batch computes every row to its longest text: random batches of BC5CDR sentences trained 2.5×
+slower than length-grouped ones (BENCHMARKS.md, section 3). Packed, the encoder's dense layers read only the
+texts' own tokens (the rows of one matrix product), and each text attends to itself alone at its own positions, so a text's states are the ones
 it gets in a padded batch, within rounding (:meth:`PackedEncoder.works` checks an encoder against that)::
 
     lengths 5, 11, 30 → one row of 46 tokens, positions 0-4, 0-10, 0-29 → (3, 30, H), zero past each text

@@ -81,9 +81,9 @@ def linear_rows(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def autocast_weights(layer: torch.nn.Linear, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layer's weight and bias in the dtype autocast computes ``device``'s products in, cast once and kept
-    (until the weights change): autocast casts them again at every call under ``torch.inference_mode``, which
-    cost a bf16 MiniLM forward of 8 sentences 4 of its 23 ms on an AMD EPYC. The product is the one autocast
-    computes (the same casts of the same values), so the results are the same bits."""
+    (until the weights change): autocast casts them again at every call under ``torch.inference_mode``
+    (BENCHMARKS.md, "`biomtl serve` under load", has what it cost). The product is the one autocast computes
+    (the same casts of the same values), so the results are the same bits."""
     if not torch.is_autocast_enabled(device.type):
         return layer.weight, layer.bias
     dtype = torch.get_autocast_dtype(device.type)
