@@ -3,7 +3,10 @@ oversized, against a server with micro-batching and one without; plus one reques
 
 Valid requests are ``POST /annotate {"text": sentence}`` with one biomedical sentence each. Bad ones cycle
 through malformed JSON, too many texts, a body over the size limit and an unknown task. The run checks that
-no valid request failed and that every bad one got a 4xx, and reports p50/p99 latency and throughput.
+no valid request failed and that every bad one got a 4xx, and reports p50/p99 latency, throughput and the
+servers' CPU time per request (their HTTP process and the model's process, from ``/proc``). Then the ratio
+of batched throughput to one request at a time is measured again in ``--rounds`` short paired rounds with
+both servers running (:func:`paired_rounds`).
 
     python benchmarks/serve_load.py --json-out results/serve-load.json
     python benchmarks/serve_load.py --model-in-thread   # also the model in a thread of the server's process
@@ -171,7 +174,29 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def run_load(url: str, plan: list[tuple[str, str, bytes, dict]], concurrency: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) used so far by process ``pid``, from ``/proc`` (``None`` where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds so far of a server's process (``http``: the HTTP side) and of its child processes
+    (``model``: the model's process under ``biomtl serve``), where ``/proc`` has them."""
+    if pid is None or cpu_seconds(pid) is None:
+        return None
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return {"http": cpu_seconds(pid) or 0.0, "model": sum(cpu_seconds(c) or 0.0 for c in children)}
+
+
+async def run_load(url: str, plan: list[tuple[str, str, bytes, dict]], concurrency: int,
+                   server_pid: int | None = None) -> dict[str, Any]:
     latencies: list[float] = []
     failures: list[str] = []
     statuses: dict[str, dict[int, int]] = {}
@@ -202,18 +227,50 @@ async def run_load(url: str, plan: list[tuple[str, str, bytes, dict]], concurren
                 failures.append(f"{kind}: {status} (expected a 4xx)")
         connection.close()
 
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, server = time.perf_counter(), time.process_time(), server_cpu(server_pid)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    server_after = server_cpu(server_pid)
+    per_request = ({k: 1000 * (server_after[k] - server[k]) / len(plan) for k in server}
+                   if server and server_after else {})
     latencies.sort()
     return {
         "requests": len(plan), "concurrency": concurrency, "wall_s": wall, "client_cpu_ms_per_request": 1000 * cpu / len(plan),
+        "server_cpu_ms_per_request": per_request,
         "valid": len(latencies), "throughput_rps": len(plan) / wall, "valid_per_s": len(latencies) / wall,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "statuses": {k: {str(s): n for s, n in v.items()} for k, v in statuses.items()},
         "failures": failures,
     }
+
+
+def server_cpu_cell(per_request: dict[str, float]) -> str:
+    if not per_request:
+        return "—"
+    return " / ".join(fmt(per_request[k]) if k in per_request else "—" for k in ("http", "model"))
+
+
+def paired_rounds(batching_url: str, baseline_url: str, rounds: int, concurrency: int,
+                  plan: list[tuple[str, str, bytes, dict]]) -> list[dict[str, float]]:
+    """The throughput ratio measured in ``rounds`` short pairs, both servers running side by side: valid
+    requests at ``concurrency`` to the batching server and one at a time to the server without batching,
+    back to back, the order alternating from round to round (AB BA AB ...). The host's speed drifts over a
+    run (on the development machines by up to a third between runs a minute apart); a ratio of two phases
+    seconds apart is less exposed to that drift than one of two phases a minute apart, and the spread of the
+    rounds shows how much is left."""
+    baseline_n = max(1, len(plan) // 4)
+    out = []
+    for i in range(rounds):
+        phases = [("batched", batching_url, plan, concurrency), ("baseline", baseline_url, plan[:baseline_n], 1)]
+        measured = {}
+        for name, url, items, c in phases if i % 2 == 0 else phases[::-1]:
+            r = asyncio.run(run_load(url, items, c))
+            if r["failures"]:
+                raise SystemExit(f"paired round {i + 1}, {name}: {r['failures'][0]}")
+            measured[name] = r["valid_per_s"]
+        out.append({**measured, "ratio": measured["batched"] / measured["baseline"]})
+    return out
 
 
 def main() -> None:
@@ -230,6 +287,10 @@ def main() -> None:
                    help="every server's --precision (default auto: bf16 on a CPU with native bf16, else fp32)")
     p.add_argument("--model-in-thread", action="store_true",
                    help="also measure a batching server whose model runs in a thread of its process (create_app(predictor))")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="paired rounds of the ratio, both servers side by side (0: none)")
+    p.add_argument("--round-requests", type=int, default=400,
+                   help="valid requests at the concurrency per paired round (a quarter as many one at a time)")
     p.add_argument("--json-out")
     args = p.parse_args()
 
@@ -241,27 +302,34 @@ def main() -> None:
         servers = [("batching", True, False), ("no batching", False, False)]
         if args.model_in_thread:
             servers.append(("batching, model in a thread", True, True))
-        for name, batching, in_thread in servers:
-            proc, url = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms, in_thread,
-                                     args.precision)
-            try:
+        running: dict[str, tuple[subprocess.Popen, str]] = {}
+        try:
+            for name, batching, in_thread in servers:
+                running[name] = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms,
+                                             in_thread, args.precision)
+            for name, (proc, url) in running.items():
                 asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
-                results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency))
-                results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1))
+                results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency, proc.pid))
+                results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1, proc.pid))
                 health = httpx.get(f"{url}/health").json()
                 results[f"{name}, concurrency {args.concurrency}"]["batch_invariant"] = health["batch_invariant"]
                 results[f"{name}, concurrency {args.concurrency}"]["precision"] = health["precision"]
-            finally:
+            rounds = paired_rounds(running["batching"][1], running["no batching"][1], args.rounds, args.concurrency,
+                                   request_plan(args.round_requests, args.round_requests + 1, args.max_texts,
+                                                args.max_body_bytes))
+        finally:
+            for proc, _ in running.values():
                 stop_server(proc)
 
     header = ["server", "load", "requests (valid)", "errors on valid", "non-4xx on bad", "p50 ms", "p99 ms", "valid req/s",
-              "client CPU ms/request"]
+              "server CPU ms/request: HTTP / model", "client CPU ms/request"]
     rows = []
     for name, r in results.items():
         server, load = name.rsplit(", ", 1)
         valid_errors = sum(1 for f in r["failures"] if f.startswith("valid"))
         rows.append([server, load, f"{r['requests']:,} ({r['valid']:,})", valid_errors, len(r["failures"]) - valid_errors,
-                     fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["valid_per_s"]), fmt(r["client_cpu_ms_per_request"])])
+                     fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["valid_per_s"]), server_cpu_cell(r["server_cpu_ms_per_request"]),
+                     fmt(r["client_cpu_ms_per_request"])])
     info = machine()
     base = results["no batching, one at a time"]["valid_per_s"]
     speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base
@@ -269,6 +337,13 @@ def main() -> None:
     print(f"`{command_line()}`\n\nMachine: {machine_line(info)}; the servers computed in {precision}\n")
     print(markdown_table(header, rows))
     print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
+    if rounds:
+        ratios = [r["ratio"] for r in rounds]
+        print(f"Paired rounds ({len(rounds)}, {args.round_requests} requests at concurrency {args.concurrency} and "
+              f"{max(1, args.round_requests // 4)} one at a time each, alternating): ratio median "
+              f"{statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x; batched "
+              f"{statistics.median(r['batched'] for r in rounds):.0f} req/s, one at a time "
+              f"{statistics.median(r['baseline'] for r in rounds):.0f} req/s (medians).")
     if args.model_in_thread:
         thread = "batching, model in a thread"
         ratios = [results[f"batching, {load}"]["valid_per_s"] / results[f"{thread}, {load}"]["valid_per_s"]
@@ -278,7 +353,7 @@ def main() -> None:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"command": command_line(), "machine": info, "results": results,
-                                                   "speedup": speedup}, indent=1))
+                                                   "speedup": speedup, "paired_rounds": rounds}, indent=1))
     if any(r["failures"] for r in results.values()):
         for name, r in results.items():
             for f in r["failures"][:5]:
