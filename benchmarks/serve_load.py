@@ -79,7 +79,8 @@ serve`` ran it before it gave the model a process of its own."""
 
 
 def start_server(model: Path, batching: bool, max_texts: int, max_body: int, max_wait_ms: float | None = None,
-                 model_in_thread: bool = False, precision: str = "auto") -> tuple[subprocess.Popen, str]:
+                 model_in_thread: bool = False, precision: str = "auto",
+                 model_processes: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "biomtl", "serve", str(model), "--host", HOST, "--port", str(port),
            "--max-texts", str(max_texts), "--max-body-bytes", str(max_body), "--precision", precision]
@@ -87,8 +88,10 @@ def start_server(model: Path, batching: bool, max_texts: int, max_body: int, max
         cmd = [sys.executable, "-c", THREAD_SERVER, str(model), HOST, str(port), str(max_texts), str(max_body), precision]
     elif not batching:
         cmd.append("--no-batching")
-    elif max_wait_ms is not None:
-        cmd += ["--max-wait-ms", str(max_wait_ms)]
+    else:
+        cmd += ["--model-processes", str(model_processes)]
+        if max_wait_ms is not None:
+            cmd += ["--max-wait-ms", str(max_wait_ms)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if model_in_thread:
         env.setdefault("MKL_CBWR", "AUTO,STRICT")  # as biomtl serve sets it
@@ -287,6 +290,8 @@ def main() -> None:
                    help="every server's --precision (default auto: bf16 on a CPU with native bf16, else fp32)")
     p.add_argument("--model-in-thread", action="store_true",
                    help="also measure a batching server whose model runs in a thread of its process (create_app(predictor))")
+    p.add_argument("--model-processes", type=int, default=1,
+                   help="the batching server's --model-processes (the server without batching keeps one process)")
     p.add_argument("--rounds", type=int, default=10,
                    help="paired rounds of the ratio, both servers side by side (0: none)")
     p.add_argument("--round-requests", type=int, default=400,
@@ -306,7 +311,7 @@ def main() -> None:
         try:
             for name, batching, in_thread in servers:
                 running[name] = start_server(model, batching, args.max_texts, args.max_body_bytes, args.max_wait_ms,
-                                             in_thread, args.precision)
+                                             in_thread, args.precision, args.model_processes)
             for name, (proc, url) in running.items():
                 asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
                 results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency, proc.pid))
@@ -334,7 +339,8 @@ def main() -> None:
     base = results["no batching, one at a time"]["valid_per_s"]
     speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base
     precision = results[f"batching, concurrency {args.concurrency}"]["precision"]
-    print(f"`{command_line()}`\n\nMachine: {machine_line(info)}; the servers computed in {precision}\n")
+    print(f"`{command_line()}`\n\nMachine: {machine_line(info)}; the servers computed in {precision}; the batching "
+          f"server ran {args.model_processes} model process(es)\n")
     print(markdown_table(header, rows))
     print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
     if rounds:

@@ -324,6 +324,8 @@ def test_bad_options_and_bad_model_dir(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("biomtl: error: ") and "missing" in err[0]
     assert main(["serve", str(tmp_path), "--max-wait-ms", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "biomtl: error: --max-wait-ms: must be >= 0, got -1.0"
+    assert main(["serve", str(tmp_path), "--model-processes", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "biomtl: error: --model-processes: must be >= 1, got 0"
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -518,6 +520,41 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(model_dir):
         assert all(results[i].status_code == 200 for i in range(8) if i != 3)
         health = c.get("/health").json()
         assert health["requests"] == 8 and health["model_calls"] < 8  # shared forward passes
+
+
+def test_model_copies_run_batches_at_the_same_time():
+    """With two model copies (``--model-processes 2``) a second batch runs while the first is still running,
+    and each job gets its own result (a batcher with one worker fails: the first call waits for a second that
+    never comes)."""
+    import asyncio
+
+    from biomtl.serve import MicroBatcher
+
+    both = threading.Barrier(2, timeout=30)
+    calls: list[str] = []
+
+    def copy(name: str):
+        def run(key, payloads):
+            calls.append(name)
+            both.wait()  # returns only while the other copy runs a batch too
+            return [f"{p} by {name}" for p in payloads]
+
+        return run
+
+    batcher = MicroBatcher([copy("a"), copy("b")], True, 0.0, 100)
+    batcher.start()
+
+    async def scenario() -> list[str]:
+        first = asyncio.create_task(batcher.submit(("k",), "x", 1))
+        while not calls:
+            await asyncio.sleep(0.01)
+        second = await asyncio.wait_for(batcher.submit(("k",), "y", 1), 60)
+        return [await asyncio.wait_for(first, 60), second]
+
+    x, y = asyncio.run(scenario())
+    batcher.stop()
+    assert x.startswith("x by ") and y.startswith("y by ") and sorted(calls) == ["a", "b"]
+    assert {x[-1], y[-1]} == {"a", "b"} and batcher.batches == 2 and batcher.jobs == 2
 
 
 def test_the_worker_waits_only_for_requests_on_their_way():

@@ -109,6 +109,14 @@ def test_concurrent_requests_equal_one_at_a_time_in_bf16(model_dir):
         concurrent_equal_alone(url)
 
 
+def test_two_model_processes_equal_one_at_a_time(model_dir):
+    """``--model-processes 2``: two copies of the model, each with half the threads, take batches in turn; a
+    request's answer does not depend on which copy or batch computed it."""
+    with running_server(model_dir, "--max-wait-ms", "20", "--model-processes", "2") as (url, _):
+        assert httpx.get(f"{url}/health").json()["model_processes"] == 2
+        concurrent_equal_alone(url)
+
+
 def concurrent_equal_alone(server: str) -> None:
     """The requests of :func:`requests_to_send`, sent one at a time and then 16 at once, get the same bytes."""
     health = httpx.get(f"{server}/health").json()

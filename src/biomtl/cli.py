@@ -369,6 +369,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,
         batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts,
+        model_processes=args.model_processes,
     )
     if problems := options.problems():
         raise BiomtlError(problems[0])
@@ -555,6 +556,9 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long to wait for more requests to batch while some are on their way (a lone one runs at once)")
     p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
+    p.add_argument("--model-processes", type=int, default=1,
+                   help="copies of the model, each in its own process with its share of the CPU threads, each "
+                        "taking the next batch when free (more throughput under load, slower lone requests; docs/serve.md)")
     _predictor_flags(p)
     p.set_defaults(func=cmd_serve)
 

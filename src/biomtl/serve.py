@@ -9,12 +9,14 @@ Every error is a JSON body ``{"error": "one line"}`` with a 4xx status: 400 malf
 task or path, 405 wrong method, 413 over a limit, 415 unknown media type, 422 input the model cannot read
 (a :class:`BiomtlError`). A 500 is a bug.
 
-Micro-batching: one worker thread hands the model its calls. Requests wait in per-kind queues (one per task
+Micro-batching: a worker thread hands the model its calls. Requests wait in per-kind queues (one per task
 for ``/predict``, one per option set for ``/annotate``); when the worker is free it takes the oldest
 request's queue, waits at most ``max_wait_ms`` for more of the same kind while requests the server has
 received have not queued yet (a lone request runs at once), and runs them all as one predictor call: in
 the model's own process under ``biomtl serve`` (:class:`~biomtl.worker.ModelProcess`), in this process for
-``create_app(predictor)``. How a text's numbers are kept independent of its batch: :mod:`biomtl.worker`.
+``create_app(predictor)``. With ``--model-processes N`` there are N copies of the model, each in its own
+process with its share of the threads and a worker thread of its own; a free copy takes the next batch.
+How a text's numbers are kept independent of its batch: :mod:`biomtl.worker`.
 
 Needs the ``serve`` extra (``pip install 'biomtl[serve]'``): importing this module imports FastAPI.
 
@@ -32,7 +34,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -99,9 +101,10 @@ class ServeOptions:
     max_wait_ms: float = 5.0  # how long a free worker waits for more requests of the same kind
     max_batch_texts: int = 256  # texts in one combined predictor call
     bucket: int = 8  # texts are padded to a multiple of this many tokens
+    model_processes: int = 1  # copies of the model, each in a process of its own, sharing the CPU's threads
 
     def problems(self) -> list[str]:
-        positive = ("max_body_bytes", "max_texts", "max_chars", "max_batch_texts", "bucket")
+        positive = ("max_body_bytes", "max_texts", "max_chars", "max_batch_texts", "bucket", "model_processes")
         found = [f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}" for k in positive if getattr(self, k) < 1]
         if self.max_wait_ms < 0:
             found.append(f"--max-wait-ms: must be >= 0, got {self.max_wait_ms}")
@@ -131,14 +134,16 @@ class _Job:
 
 
 class MicroBatcher:
-    """One worker thread runs every model call. ``await submit(key, payload, size)`` queues a job; the worker
-    runs the jobs of one key together through ``run(key, payloads)``, which returns one result (or
-    exception) per payload. With ``enabled=False`` each job runs alone, in arrival order."""
+    """Worker threads run the model calls, one thread per model copy. ``await submit(key, payload, size)``
+    queues a job; a free worker runs the jobs of one key together through its ``run(key, payloads)``, which
+    returns one result (or exception) per payload. With ``enabled=False`` each job runs alone, in arrival
+    order. ``run`` is one callable or a list of them (model copies that give the same results)."""
 
     def __init__(
-        self, run: Callable[[tuple, list[Any]], list[Any]], enabled: bool, max_wait_s: float, max_texts: int
+        self, run: Callable[[tuple, list[Any]], list[Any]] | list[Callable[[tuple, list[Any]], list[Any]]],
+        enabled: bool, max_wait_s: float, max_texts: int,
     ) -> None:
-        self.run = run
+        self.runs = run if isinstance(run, list) else [run]
         self.enabled = enabled
         self.max_wait_s = max_wait_s
         self.max_texts = max_texts
@@ -150,17 +155,22 @@ class MicroBatcher:
         # :class:`_Arrivals` counts them. The worker waits for more jobs only while some are on their way.
         self._arriving: int | None = None
         self._stopping = False
-        self._thread = threading.Thread(target=self._work, name="biomtl-serve-worker", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._work, args=(r,), name=f"biomtl-serve-worker-{i}", daemon=True)
+            for i, r in enumerate(self.runs)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Finish every queued job, then end the worker."""
+        """Finish every queued job, then end the workers."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def count_arrivals(self) -> None:
         """From now on the worker waits only while a received request has not queued its job yet."""
@@ -203,37 +213,43 @@ class MicroBatcher:
     def _take(self) -> list[_Job] | None:
         """The next jobs to run together: the oldest job and, batching, the queued jobs of its key (FIFO, up to
         ``max_texts`` texts), after waiting until its wait bound for more while requests are on their way
-        (received, not yet queued): a lone request runs at once."""
+        (received, not yet queued): a lone request runs at once. Another worker may take them meanwhile: then
+        this one starts again from the oldest job left."""
         with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            first = self._queue[0]
-            if not self.enabled:
-                return [self._queue.pop(0)]
-            deadline = first.queued + self.max_wait_s
-            while not self._stopping:
-                queued = sum(j.size for j in self._queue if j.key == first.key)
-                left = deadline - time.monotonic()
-                if queued >= self.max_texts or left <= 0 or self._arriving == 0:
+            while True:
+                while not self._queue:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                first = self._queue[0]
+                if not self.enabled:
+                    taken = [self._queue.pop(0)]
                     break
-                self._cond.wait(left)
-            taken: list[_Job] = []
-            texts = 0
-            for job in list(self._queue):
-                if job.key == first.key and (not taken or texts + job.size <= self.max_texts):
-                    taken.append(job)
-                    texts += job.size
-                    self._queue.remove(job)
+                deadline = first.queued + self.max_wait_s
+                while not self._stopping and self._queue and self._queue[0] is first:
+                    queued = sum(j.size for j in self._queue if j.key == first.key)
+                    left = deadline - time.monotonic()
+                    if queued >= self.max_texts or left <= 0 or self._arriving == 0:
+                        break
+                    self._cond.wait(left)
+                if not self._queue or self._queue[0] is not first:
+                    continue  # another worker took it
+                taken = []
+                texts = 0
+                for job in list(self._queue):
+                    if job.key == first.key and (not taken or texts + job.size <= self.max_texts):
+                        taken.append(job)
+                        texts += job.size
+                        self._queue.remove(job)
+                break
+            self.batches += 1
+            self.jobs += len(taken)
             return taken
 
-    def _work(self) -> None:
+    def _work(self, run: Callable[[tuple, list[Any]], list[Any]]) -> None:
         while (jobs := self._take()) is not None:
-            self.batches += 1
-            self.jobs += len(jobs)
             try:
-                results = self.run(jobs[0].key, [j.payload for j in jobs])
+                results = run(jobs[0].key, [j.payload for j in jobs])
             except Exception as e:  # a bug: every job of the batch gets it (a 500), the worker goes on
                 log.exception("model call failed")
                 results = [e] * len(jobs)
@@ -403,19 +419,26 @@ def similarity_tasks(view: ModelView) -> list[str]:
     return [name for name, task in view.tasks.items() if task.pair_input]
 
 
-def create_app(model: Predictor | ModelProcess, options: ServeOptions | None = None, model_name: str = "") -> Any:
+def create_app(
+    model: Predictor | ModelProcess | list[ModelProcess], options: ServeOptions | None = None, model_name: str = "",
+) -> Any:
     """The FastAPI application over ``model``: a :class:`Predictor` runs in this process (its encoder made
-    batch-invariant here), a :class:`ModelProcess` in its own. Starting the application (its lifespan) starts
-    the worker thread; stopping it finishes the queued requests first (the caller closes a model process)."""
+    batch-invariant here), a :class:`ModelProcess` in its own; a list of them are copies of one model, each
+    with a worker thread. Starting the application (its lifespan) starts the workers; stopping it finishes
+    the queued requests first (the caller closes the model processes)."""
     options = options or ServeOptions()
     if problems := options.problems():
         raise BiomtlError(problems[0])
-    run: Callable[[tuple, list[Any]], list[Any]]
+    processes: list[ModelProcess] = []
+    runs: list[Callable[[tuple, list[Any]], list[Any]]]
     if isinstance(model, Predictor):
-        view, run = prepare_model(model, options.bucket), Runner(model)
+        view, runs = prepare_model(model, options.bucket), [Runner(model)]
     else:
-        view, run = model.view, model
-    batcher = MicroBatcher(run, options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
+        processes = model if isinstance(model, list) else [model]
+        # Copies of one model: the same view, batch-invariant only if every copy is.
+        view = replace(processes[0].view, batch_invariant=all(p.view.batch_invariant for p in processes))
+        runs = list(processes)
+    batcher = MicroBatcher(runs, options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
     if options.batching and not view.batch_invariant:
         log.warning("micro-batched results may differ in the last bits from one request at a time on this machine "
                     "(set MKL_CBWR=%s before starting; docs/serve.md)", STRICT_MKL)
@@ -436,8 +459,7 @@ def create_app(model: Predictor | ModelProcess, options: ServeOptions | None = N
     static = resources.files("biomtl") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     add_error_handlers(app)
-    process = model if isinstance(model, ModelProcess) else None
-    app.include_router(info_routes(view, options, batcher, model_name, process))
+    app.include_router(info_routes(view, options, batcher, model_name, processes))
     app.include_router(model_routes(view, options, batcher))
     return app
 
@@ -477,10 +499,11 @@ def add_error_handlers(app: Any) -> None:
 
 
 def info_routes(
-    view: ModelView, options: ServeOptions, batcher: MicroBatcher, model_name: str, process: ModelProcess | None,
+    view: ModelView, options: ServeOptions, batcher: MicroBatcher, model_name: str, processes: list[ModelProcess],
 ) -> APIRouter:
-    """The web page and what the service is: ``/``, ``/health``, ``/tasks``. ``process``: the model's process,
-    if it runs in one (``/health`` says when it has ended and how often it was started again)."""
+    """The web page and what the service is: ``/``, ``/health``, ``/tasks``. ``processes``: the model's
+    processes, if it runs in its own (``/health`` says when one has ended and how often they were started
+    again)."""
     router = APIRouter()
     static = resources.files("biomtl") / "static"
 
@@ -491,13 +514,13 @@ def info_routes(
     @router.get("/health", response_model=None)
     async def health() -> dict[str, Any] | Response:
         """Liveness (a 503 while the model cannot run), and how requests are batched."""
-        if process and (why := process.problem()):
+        if why := next((w for p in processes if (w := p.problem())), None):
             return _error(503, why)
         return {
             "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
             "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches, "precision": view.precision,
             "model_calls": batcher.batches, "requests": batcher.jobs,
-            "model_restarts": process.restarts if process else 0,
+            "model_processes": len(processes), "model_restarts": sum(p.restarts for p in processes),
         }
 
     @router.get("/tasks")
@@ -645,13 +668,22 @@ def serve(
     """Load the model once, in a process of its own, then serve it with uvicorn until SIGINT/SIGTERM
     (in-flight requests finish first). A bad model directory raises its :class:`BiomtlError` before anything
     listens."""
+    import torch
     import uvicorn
 
     options = options or ServeOptions()
-    model = ModelProcess(LoadSettings(str(model_dir), device, batch_size, precision, options.bucket))
+    if problems := options.problems():
+        raise BiomtlError(problems[0])
+    count = options.model_processes
+    # Copies share the CPU's threads (torch's default: one per core), each at least one.
+    threads = max(1, torch.get_num_threads() // count) if count > 1 else None
+    models: list[ModelProcess] = []
     try:
-        app = create_app(model, options, model_name=str(model_dir))
-        log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(model.view.specs), host, port)
+        for _ in range(count):
+            models.append(ModelProcess(LoadSettings(str(model_dir), device, batch_size, precision, options.bucket, threads)))
+        app = create_app(models, options, model_name=str(model_dir))
+        log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(models[0].view.specs), host, port)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     finally:
-        model.close()
+        for model in models:
+            model.close()

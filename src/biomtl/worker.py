@@ -272,6 +272,7 @@ class LoadSettings:
     batch_size: int = 64
     precision: str = "auto"
     bucket: int = 8
+    threads: int | None = None  # torch's threads in the model's process (None: torch's default, one per core)
 
 
 class ModelUnavailable(RuntimeError):
@@ -417,6 +418,8 @@ def _model_process(conn: Any, settings: LoadSettings) -> None:
     """The child's loop: load the model, say so, then answer ``(key, payloads)`` calls until told to end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     try:
         predictor = Predictor.load(settings.model_dir, device=settings.device, batch_size=settings.batch_size,
                                    precision=settings.precision)
