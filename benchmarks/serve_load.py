@@ -189,13 +189,14 @@ def cpu_seconds(pid: int) -> float | None:
 def server_cpu(pid: int | None) -> dict[str, float] | None:
     """CPU seconds so far of a server's process (``http``: the HTTP side) and of its child processes
     (``model``: the model's process under ``biomtl serve``), where ``/proc`` has them."""
-    if pid is None or cpu_seconds(pid) is None:
+    http = None if pid is None else cpu_seconds(pid)
+    if http is None:
         return None
     try:
         children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         children = []
-    return {"http": cpu_seconds(pid) or 0.0, "model": sum(cpu_seconds(c) or 0.0 for c in children)}
+    return {"http": http, "model": sum(cpu_seconds(c) or 0.0 for c in children)}
 
 
 async def run_load(url: str, plan: list[tuple[str, str, bytes, dict]], concurrency: int,

@@ -565,7 +565,7 @@ def test_the_worker_waits_only_for_requests_on_their_way():
     from biomtl.serve import MicroBatcher
 
     calls: list[list[str]] = []
-    batcher = MicroBatcher(lambda key, payloads: calls.append(list(payloads)) or list(payloads), True, 3600.0, 100)
+    batcher = MicroBatcher([lambda key, payloads: calls.append(list(payloads)) or list(payloads)], True, 3600.0, 100)
     batcher.count_arrivals()
     batcher.start()
 

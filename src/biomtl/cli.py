@@ -371,8 +371,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=not args.no_batching, max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts,
         model_processes=args.model_processes,
     )
-    if problems := options.problems():
-        raise BiomtlError(problems[0])
     serve(args.model, args.host, args.port, options, device=args.device, batch_size=args.batch_size,
           precision=args.precision)
     return 0

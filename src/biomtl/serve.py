@@ -39,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -134,16 +135,15 @@ class _Job:
 
 
 class MicroBatcher:
-    """Worker threads run the model calls, one thread per model copy. ``await submit(key, payload, size)``
-    queues a job; a free worker runs the jobs of one key together through its ``run(key, payloads)``, which
-    returns one result (or exception) per payload. With ``enabled=False`` each job runs alone, in arrival
-    order. ``run`` is one callable or a list of them (model copies that give the same results)."""
+    """Worker threads run the model calls, one thread per model copy (``runs``: copies that give the same
+    results). ``await submit(key, payload, size)`` queues a job; a free worker runs the jobs of one key together
+    through its ``run(key, payloads)``, which returns one result (or exception) per payload. With
+    ``enabled=False`` each job runs alone, in arrival order."""
 
     def __init__(
-        self, run: Callable[[tuple, list[Any]], list[Any]] | list[Callable[[tuple, list[Any]], list[Any]]],
-        enabled: bool, max_wait_s: float, max_texts: int,
+        self, runs: list[Callable[[tuple, list[Any]], list[Any]]], enabled: bool, max_wait_s: float, max_texts: int,
     ) -> None:
-        self.runs = run if isinstance(run, list) else [run]
+        self.runs = runs
         self.enabled = enabled
         self.max_wait_s = max_wait_s
         self.max_texts = max_texts
@@ -668,7 +668,6 @@ def serve(
     """Load the model once, in a process of its own, then serve it with uvicorn until SIGINT/SIGTERM
     (in-flight requests finish first). A bad model directory raises its :class:`BiomtlError` before anything
     listens."""
-    import torch
     import uvicorn
 
     options = options or ServeOptions()
