@@ -51,8 +51,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
                    help="autocast as `biomtl serve --precision` (default fp32; auto: bf16 on a CPU with native bf16)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core); "
+                   "`biomtl serve --model-processes N` gives each copy 1/N of them")
     p.add_argument("--json-out")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = autocast_dtype(args.precision, torch.device("cpu"))
 
     encoder, tokenizer = load_encoder(None, 0.0)
