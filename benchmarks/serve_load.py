@@ -277,6 +277,15 @@ def paired_rounds(batching_url: str, baseline_url: str, rounds: int, concurrency
     return out
 
 
+def model_calls(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """From the server's ``/health`` before and after a phase: its model calls, the requests per call, and the
+    share of calls made with every copy's threads (``--model-processes`` > 1)."""
+    calls = after["model_calls"] - before["model_calls"]
+    alone = after.get("model_calls_alone", 0) - before.get("model_calls_alone", 0)
+    return {"calls": calls, "requests_per_call": (after["requests"] - before["requests"]) / max(1, calls),
+            "alone_share": alone / max(1, calls)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a model directory (default: MiniLM + a BC5CDR-chemical head)")
@@ -315,8 +324,12 @@ def main() -> None:
                                              in_thread, args.precision, args.model_processes)
             for name, (proc, url) in running.items():
                 asyncio.run(run_load(url, plan[:64], args.concurrency))  # warm-up
-                results[f"{name}, concurrency {args.concurrency}"] = asyncio.run(run_load(url, plan, args.concurrency, proc.pid))
-                results[f"{name}, one at a time"] = asyncio.run(run_load(url, baseline_plan, 1, proc.pid))
+                for load, phase_plan, concurrency in (
+                    (f"concurrency {args.concurrency}", plan, args.concurrency), ("one at a time", baseline_plan, 1)
+                ):
+                    before = httpx.get(f"{url}/health").json()
+                    results[f"{name}, {load}"] = asyncio.run(run_load(url, phase_plan, concurrency, proc.pid))
+                    results[f"{name}, {load}"]["model_calls"] = model_calls(before, httpx.get(f"{url}/health").json())
                 health = httpx.get(f"{url}/health").json()
                 results[f"{name}, concurrency {args.concurrency}"]["batch_invariant"] = health["batch_invariant"]
                 results[f"{name}, concurrency {args.concurrency}"]["precision"] = health["precision"]
@@ -328,14 +341,15 @@ def main() -> None:
                 stop_server(proc)
 
     header = ["server", "load", "requests (valid)", "errors on valid", "non-4xx on bad", "p50 ms", "p99 ms", "valid req/s",
-              "server CPU ms/request: HTTP / model", "client CPU ms/request"]
+              "server CPU ms/request: HTTP / model", "client CPU ms/request", "requests per model call (alone)"]
     rows = []
     for name, r in results.items():
         server, load = name.rsplit(", ", 1)
         valid_errors = sum(1 for f in r["failures"] if f.startswith("valid"))
         rows.append([server, load, f"{r['requests']:,} ({r['valid']:,})", valid_errors, len(r["failures"]) - valid_errors,
                      fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["valid_per_s"]), server_cpu_cell(r["server_cpu_ms_per_request"]),
-                     fmt(r["client_cpu_ms_per_request"])])
+                     fmt(r["client_cpu_ms_per_request"]),
+                     f"{r['model_calls']['requests_per_call']:.2f} ({r['model_calls']['alone_share']:.0%})"])
     info = machine()
     base = results["no batching, one at a time"]["valid_per_s"]
     speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base

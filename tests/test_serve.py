@@ -557,6 +557,66 @@ def test_model_copies_run_batches_at_the_same_time():
     assert {x[-1], y[-1]} == {"a", "b"} and batcher.batches == 2 and batcher.jobs == 2
 
 
+def test_lent_threads_a_lone_request_runs_alone_on_the_first_copy():
+    """Copies that lend their threads (``--model-processes 2``): under light load the first copy takes every
+    batch, and a batch taken while nothing else runs or is queued runs alone (with every copy's threads)."""
+    import asyncio
+
+    from biomtl.serve import MicroBatcher
+
+    calls: list[tuple[str, list[str], bool]] = []
+
+    def copy(name: str):
+        def run(key, payloads, alone):
+            calls.append((name, list(payloads), alone))
+            return list(payloads)
+
+        return run
+
+    batcher = MicroBatcher([copy("a"), copy("b")], True, 0.0, 100, lend=True)
+    batcher.start()
+
+    async def one_at_a_time() -> list[str]:
+        return [await asyncio.wait_for(batcher.submit(("k",), p, 1), 60) for p in "xyz"]
+
+    assert asyncio.run(one_at_a_time()) == ["x", "y", "z"]
+    batcher.stop()
+    assert calls == [("a", ["x"], True), ("a", ["y"], True), ("a", ["z"], True)]
+    assert batcher.batches_alone == 3
+
+
+def test_lent_threads_queued_jobs_are_shared_between_the_copies():
+    """Jobs queued together are split between the idle copies, which then run side by side with their own
+    share of the threads (each call meets the other at a barrier: with one copy taking them all it fails)."""
+    import asyncio
+
+    from biomtl.serve import MicroBatcher
+
+    both = threading.Barrier(2, timeout=30)
+    calls: dict[str, tuple[list[str], bool]] = {}
+
+    def copy(name: str):
+        def run(key, payloads, alone):
+            calls[name] = (list(payloads), alone)
+            both.wait()
+            return [f"{p} by {name}" for p in payloads]
+
+        return run
+
+    batcher = MicroBatcher([copy("a"), copy("b")], True, 0.0, 100, lend=True)
+
+    async def scenario() -> list[str]:
+        jobs = [asyncio.create_task(batcher.submit(("k",), p, 1)) for p in "wxyz"]
+        await asyncio.sleep(0.05)  # all four queued before a worker starts
+        batcher.start()
+        return list(await asyncio.wait_for(asyncio.gather(*jobs), 60))
+
+    results = asyncio.run(scenario())
+    batcher.stop()
+    assert calls == {"a": (["w", "x"], False), "b": (["y", "z"], False)}
+    assert results == ["w by a", "x by a", "y by b", "z by b"] and batcher.batches_alone == 0
+
+
 def test_the_worker_waits_only_for_requests_on_their_way():
     """A lone request runs at once, whatever the wait bound; a job waits (up to the bound) while a request
     the server has received has not queued its job yet, and then the two run together."""

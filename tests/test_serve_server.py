@@ -110,11 +110,14 @@ def test_concurrent_requests_equal_one_at_a_time_in_bf16(model_dir):
 
 
 def test_two_model_processes_equal_one_at_a_time(model_dir):
-    """``--model-processes 2``: two copies of the model, each with half the threads, take batches in turn; a
-    request's answer does not depend on which copy or batch computed it."""
+    """``--model-processes 2``: two copies of the model, each with half the threads (a lone request: all of
+    them), take batches in turn; a request's answer does not depend on which copy, batch or thread count
+    computed it."""
     with running_server(model_dir, "--max-wait-ms", "20", "--model-processes", "2") as (url, _):
         assert httpx.get(f"{url}/health").json()["model_processes"] == 2
         concurrent_equal_alone(url)
+        # The requests sent one at a time ran alone, with both copies' threads (MicroBatcher's lend).
+        assert httpx.get(f"{url}/health").json()["model_calls_alone"] >= len(requests_to_send())
 
 
 def concurrent_equal_alone(server: str) -> None:

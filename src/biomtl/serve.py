@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException
 from biomtl.annotate import ALL, split_sentences
 from biomtl.errors import BiomtlError
 from biomtl.formats import FORMATS, detect_format, read_documents, write_documents
-from biomtl.lines import split_lines
+from biomtl.formats.plain import document_row
 from biomtl.predict import Predictor
 from biomtl.worker import (
     STRICT_MKL,
@@ -138,17 +138,28 @@ class MicroBatcher:
     """Worker threads run the model calls, one thread per model copy (``runs``: copies that give the same
     results). ``await submit(key, payload, size)`` queues a job; a free worker runs the jobs of one key together
     through its ``run(key, payloads)``, which returns one result (or exception) per payload. With
-    ``enabled=False`` each job runs alone, in arrival order."""
+    ``enabled=False`` each job runs alone, in arrival order.
+
+    ``lend=True`` (copies that share the CPU's threads: :class:`ModelProcess` with ``threads_alone``): workers
+    are asked in turn, copy ``i`` taking jobs only while ``i`` others run a batch, so that under light load one
+    copy takes every batch; a worker takes a share of the queued texts that leaves some to each idle copy;
+    and a batch taken while no other runs and nothing else is queued runs as ``run(key, payloads, True)``,
+    with every copy's threads, any other as ``run(key, payloads, False)``, with the copy's share. So a lone
+    request is as fast as on one copy that has all the threads, and under load the copies run side by side."""
 
     def __init__(
-        self, runs: list[Callable[[tuple, list[Any]], list[Any]]], enabled: bool, max_wait_s: float, max_texts: int,
+        self, runs: list[Callable[..., list[Any]]], enabled: bool, max_wait_s: float, max_texts: int,
+        lend: bool = False,
     ) -> None:
         self.runs = runs
         self.enabled = enabled
         self.max_wait_s = max_wait_s
         self.max_texts = max_texts
+        self.lend = lend
         self.batches = 0  # model calls so far
+        self.batches_alone = 0  # of which with every copy's threads (lend=True)
         self.jobs = 0
+        self._running = 0  # workers running a batch
         self._queue: list[_Job] = []
         self._cond = threading.Condition()
         # Requests received (HTTP) that have neither queued a job nor been answered; ``None`` until
@@ -156,7 +167,7 @@ class MicroBatcher:
         self._arriving: int | None = None
         self._stopping = False
         self._threads = [
-            threading.Thread(target=self._work, args=(r,), name=f"biomtl-serve-worker-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i, r), name=f"biomtl-serve-worker-{i}", daemon=True)
             for i, r in enumerate(self.runs)
         ]
 
@@ -210,15 +221,16 @@ class MicroBatcher:
             self._cond.notify_all()
         return await job.future
 
-    def _take(self) -> list[_Job] | None:
+    def _take(self, index: int) -> tuple[list[_Job], bool] | None:
         """The next jobs to run together: the oldest job and, batching, the queued jobs of its key (FIFO, up to
-        ``max_texts`` texts), after waiting until its wait bound for more while requests are on their way
-        (received, not yet queued): a lone request runs at once. Another worker may take them meanwhile: then
-        this one starts again from the oldest job left."""
+        ``max_texts`` texts; lending, up to this worker's share), after waiting until its wait bound for more
+        while requests are on their way (received, not yet queued): a lone request runs at once. Another
+        worker may take them meanwhile: then this one starts again from the oldest job left. Also whether
+        they run alone, with every copy's threads."""
         with self._cond:
             while True:
-                while not self._queue:
-                    if self._stopping:
+                while not self._queue or (self.lend and self._running < index):
+                    if self._stopping and not self._queue:
                         return None
                     self._cond.wait()
                 first = self._queue[0]
@@ -234,25 +246,38 @@ class MicroBatcher:
                     self._cond.wait(left)
                 if not self._queue or self._queue[0] is not first:
                     continue  # another worker took it
+                limit = self.max_texts
+                if self.lend:  # leave the idle copies their share
+                    queued = sum(j.size for j in self._queue if j.key == first.key)
+                    limit = min(limit, -(-queued // (len(self.runs) - self._running)))
                 taken = []
                 texts = 0
                 for job in list(self._queue):
-                    if job.key == first.key and (not taken or texts + job.size <= self.max_texts):
+                    if job.key == first.key and (not taken or texts + job.size <= limit):
                         taken.append(job)
                         texts += job.size
                         self._queue.remove(job)
                 break
+            alone = self.lend and self._running == 0 and not self._queue
+            self._running += 1
             self.batches += 1
+            self.batches_alone += alone
             self.jobs += len(taken)
-            return taken
+            self._cond.notify_all()  # the next copy may take the rest
+            return taken, alone
 
-    def _work(self, run: Callable[[tuple, list[Any]], list[Any]]) -> None:
-        while (jobs := self._take()) is not None:
+    def _work(self, index: int, run: Callable[..., list[Any]]) -> None:
+        while (taken := self._take(index)) is not None:
+            jobs, alone = taken
             try:
-                results = run(jobs[0].key, [j.payload for j in jobs])
+                payloads = [j.payload for j in jobs]
+                results = run(jobs[0].key, payloads, alone) if self.lend else run(jobs[0].key, payloads)
             except Exception as e:  # a bug: every job of the batch gets it (a 500), the worker goes on
                 log.exception("model call failed")
                 results = [e] * len(jobs)
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
             for job, result in zip(jobs, results, strict=True):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result)
 
@@ -438,7 +463,8 @@ def create_app(
         # Copies of one model: the same view, batch-invariant only if every copy is.
         view = replace(processes[0].view, batch_invariant=all(p.view.batch_invariant for p in processes))
         runs = list(processes)
-    batcher = MicroBatcher(runs, options.batching, options.max_wait_ms / 1000, options.max_batch_texts)
+    lend = len(processes) > 1 and all(p.settings.threads_alone for p in processes)
+    batcher = MicroBatcher(runs, options.batching, options.max_wait_ms / 1000, options.max_batch_texts, lend)
     if options.batching and not view.batch_invariant:
         log.warning("micro-batched results may differ in the last bits from one request at a time on this machine "
                     "(set MKL_CBWR=%s before starting; docs/serve.md)", STRICT_MKL)
@@ -519,7 +545,7 @@ def info_routes(
         return {
             "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
             "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches, "precision": view.precision,
-            "model_calls": batcher.batches, "requests": batcher.jobs,
+            "model_calls": batcher.batches, "model_calls_alone": batcher.batches_alone, "requests": batcher.jobs,
             "model_processes": len(processes), "model_restarts": sum(p.restarts for p in processes),
         }
 
@@ -599,9 +625,8 @@ def model_routes(view: ModelView, options: ServeOptions, batcher: MicroBatcher) 
         input_types = frozenset(m.type for d in docs for m in d.mentions)
         key = ("annotate", tuple(names or ()), keep, input_types)
         result = await batcher.submit(key, job, len(docs)) if docs else collection
-        if out == JSON_API:
-            rows = [json.loads(line) for line in split_lines(write_documents(result, "jsonl"))]
-            return JSONResponse({"documents": rows})
+        if out == JSON_API:  # the rows of JSONL, serialised once
+            return JSONResponse({"documents": [document_row(doc) for doc in result.documents]})
         return Response(write_documents(result, out), media_type=MEDIA_TYPES[out])
 
     return router
@@ -674,12 +699,15 @@ def serve(
     if problems := options.problems():
         raise BiomtlError(problems[0])
     count = options.model_processes
-    # Copies share the CPU's threads (torch's default: one per core), each at least one.
-    threads = max(1, torch.get_num_threads() // count) if count > 1 else None
+    # Copies share the CPU's threads (torch's default: one per core), each at least one; a batch that runs
+    # while the other copies are idle has them all (MicroBatcher's lend).
+    cores = torch.get_num_threads()
+    threads, alone = (max(1, cores // count), cores) if count > 1 else (None, None)
     models: list[ModelProcess] = []
     try:
         for _ in range(count):
-            models.append(ModelProcess(LoadSettings(str(model_dir), device, batch_size, precision, options.bucket, threads)))
+            settings = LoadSettings(str(model_dir), device, batch_size, precision, options.bucket, threads, alone)
+            models.append(ModelProcess(settings))
         app = create_app(models, options, model_name=str(model_dir))
         log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(models[0].view.specs), host, port)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

@@ -273,6 +273,7 @@ class LoadSettings:
     precision: str = "auto"
     bucket: int = 8
     threads: int | None = None  # torch's threads in the model's process (None: torch's default, one per core)
+    threads_alone: int | None = None  # ... for a call made with alone=True (None: as threads)
 
 
 class ModelUnavailable(RuntimeError):
@@ -323,14 +324,16 @@ class ModelProcess:
             raise BiomtlError(value if status == "error" else f"{self.settings.model_dir}: {value} while loading the model")
         return value
 
-    def __call__(self, key: tuple, payloads: list[Any]) -> list[Any]:
+    def __call__(self, key: tuple, payloads: list[Any], alone: bool = False) -> list[Any]:
+        """Run ``payloads`` in the model's process; ``alone``: with ``threads_alone`` threads."""
+        threads = (self.settings.threads_alone if alone else None) or self.settings.threads
         with self._lock:  # waits while the model is started again
             if not (self.failed or self._closing or self._process.is_alive()):
                 self._recover()  # ended since the watcher last looked
             if self.failed or self._closing:
                 raise ModelUnavailable(self.failed or "the service is shutting down")
             try:
-                self._conn.send((key, payloads))
+                self._conn.send((key, payloads, threads))
             except OSError:
                 pass  # the process is gone: receiving says so
             status, value = self._receive()
@@ -415,7 +418,8 @@ class ModelProcess:
 
 
 def _model_process(conn: Any, settings: LoadSettings) -> None:
-    """The child's loop: load the model, say so, then answer ``(key, payloads)`` calls until told to end."""
+    """The child's loop: load the model, say so, then answer ``(key, payloads, threads)`` calls until told to
+    end (``threads``: torch's threads for the call, ``None``: as they are)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if settings.threads:
@@ -436,9 +440,12 @@ def _model_process(conn: Any, settings: LoadSettings) -> None:
             return
         if message is None:
             return
+        key, payloads, threads = message
+        if threads and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         try:
             # A BiomtlError subclass may take other arguments than its message: it crosses as its message.
-            results = [BiomtlError(str(r)) if isinstance(r, BiomtlError) else r for r in run(*message)]
+            results = [BiomtlError(str(r)) if isinstance(r, BiomtlError) else r for r in run(key, payloads)]
             conn.send(("ok", results))
         except Exception as e:  # a bug (BiomtlError comes back as a result): the batch's requests get a 500
             log.exception("model call failed")

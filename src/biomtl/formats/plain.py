@@ -77,10 +77,11 @@ def _relation(doc: Document, rel: Any, path: Path, line: int, k: int) -> Relatio
 
 
 def write_jsonl(collection: Collection) -> str:
-    return "".join(json.dumps(_row(doc), ensure_ascii=False) + "\n" for doc in collection.documents)
+    return "".join(json.dumps(document_row(doc), ensure_ascii=False) + "\n" for doc in collection.documents)
 
 
-def _row(doc: Document) -> dict[str, Any]:
+def document_row(doc: Document) -> dict[str, Any]:
+    """One document as a line of JSONL (and as ``biomtl serve``'s JSON answers) has it."""
     return {
         "id": doc.id,
         "text": doc.text,
