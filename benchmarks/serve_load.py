@@ -80,16 +80,17 @@ serve`` ran it before it gave the model a process of its own."""
 
 def start_server(model: Path, batching: bool, max_texts: int, max_body: int, max_wait_ms: float | None = None,
                  model_in_thread: bool = False, precision: str = "auto",
-                 model_processes: int = 1) -> tuple[subprocess.Popen, str]:
+                 model_processes: int | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "biomtl", "serve", str(model), "--host", HOST, "--port", str(port),
            "--max-texts", str(max_texts), "--max-body-bytes", str(max_body), "--precision", precision]
     if model_in_thread:
         cmd = [sys.executable, "-c", THREAD_SERVER, str(model), HOST, str(port), str(max_texts), str(max_body), precision]
     elif not batching:
-        cmd.append("--no-batching")
+        cmd += ["--no-batching", "--model-processes", "1"]  # the baseline: one process with every thread
     else:
-        cmd += ["--model-processes", str(model_processes)]
+        if model_processes is not None:
+            cmd += ["--model-processes", str(model_processes)]
         if max_wait_ms is not None:
             cmd += ["--max-wait-ms", str(max_wait_ms)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -300,8 +301,9 @@ def main() -> None:
                    help="every server's --precision (default auto: bf16 on a CPU with native bf16, else fp32)")
     p.add_argument("--model-in-thread", action="store_true",
                    help="also measure a batching server whose model runs in a thread of its process (create_app(predictor))")
-    p.add_argument("--model-processes", type=int, default=1,
-                   help="the batching server's --model-processes (the server without batching keeps one process)")
+    p.add_argument("--model-processes", type=int,
+                   help="the batching server's --model-processes (default: biomtl serve's; the server without "
+                        "batching runs one process)")
     p.add_argument("--rounds", type=int, default=10,
                    help="paired rounds of the ratio, both servers side by side (0: none)")
     p.add_argument("--round-requests", type=int, default=400,
@@ -333,6 +335,7 @@ def main() -> None:
                 health = httpx.get(f"{url}/health").json()
                 results[f"{name}, concurrency {args.concurrency}"]["batch_invariant"] = health["batch_invariant"]
                 results[f"{name}, concurrency {args.concurrency}"]["precision"] = health["precision"]
+                results[f"{name}, concurrency {args.concurrency}"]["model_processes"] = health["model_processes"]
             rounds = paired_rounds(running["batching"][1], running["no batching"][1], args.rounds, args.concurrency,
                                    request_plan(args.round_requests, args.round_requests + 1, args.max_texts,
                                                 args.max_body_bytes))
@@ -354,8 +357,9 @@ def main() -> None:
     base = results["no batching, one at a time"]["valid_per_s"]
     speedup = results[f"batching, concurrency {args.concurrency}"]["valid_per_s"] / base
     precision = results[f"batching, concurrency {args.concurrency}"]["precision"]
+    copies = results[f"batching, concurrency {args.concurrency}"]["model_processes"]
     print(f"`{command_line()}`\n\nMachine: {machine_line(info)}; the servers computed in {precision}; the batching "
-          f"server ran {args.model_processes} model process(es)\n")
+          f"server ran {copies} model process(es)\n")
     print(markdown_table(header, rows))
     print(f"\nThroughput with micro-batching at concurrency {args.concurrency}: {speedup:.1f}x one request at a time.")
     if rounds:

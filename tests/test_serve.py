@@ -328,6 +328,17 @@ def test_bad_options_and_bad_model_dir(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "biomtl: error: --model-processes: must be >= 1, got 0"
 
 
+def test_two_model_copies_by_default_on_a_cpu_with_two_cores(monkeypatch):
+    import torch
+
+    from biomtl.serve import default_copies
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert default_copies("cpu") == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert default_copies("cpu") == 1
+
+
 # ------------------------------------------------------------------------------------------------------
 # Docs and page work offline
 

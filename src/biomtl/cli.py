@@ -554,9 +554,10 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long to wait for more requests to batch while some are on their way (a lone one runs at once)")
     p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
-    p.add_argument("--model-processes", type=int, default=1,
-                   help="copies of the model, each in its own process with its share of the CPU threads, each "
-                        "taking the next batch when free (more throughput under load, slower lone requests; docs/serve.md)")
+    p.add_argument("--model-processes", type=int,
+                   help="copies of the model, each in its own process with its share of the CPU threads (a lone "
+                        "request gets them all), each taking the next batch when free (default: 2 on a CPU with "
+                        "2 cores or more, else 1; docs/serve.md)")
     _predictor_flags(p)
     p.set_defaults(func=cmd_serve)
 

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -53,6 +54,7 @@ from biomtl.annotate import ALL, split_sentences
 from biomtl.errors import BiomtlError
 from biomtl.formats import FORMATS, detect_format, read_documents, write_documents
 from biomtl.formats.plain import document_row
+from biomtl.inference import resolve_device
 from biomtl.predict import Predictor
 from biomtl.worker import (
     STRICT_MKL,
@@ -102,11 +104,11 @@ class ServeOptions:
     max_wait_ms: float = 5.0  # how long a free worker waits for more requests of the same kind
     max_batch_texts: int = 256  # texts in one combined predictor call
     bucket: int = 8  # texts are padded to a multiple of this many tokens
-    model_processes: int = 1  # copies of the model, each in a process of its own, sharing the CPU's threads
+    model_processes: int | None = None  # copies of the model, each in its own process (None: default_copies)
 
     def problems(self) -> list[str]:
         positive = ("max_body_bytes", "max_texts", "max_chars", "max_batch_texts", "bucket", "model_processes")
-        found = [f"--{k.replace('_', '-')}: must be >= 1, got {getattr(self, k)}" for k in positive if getattr(self, k) < 1]
+        found = [f"--{k.replace('_', '-')}: must be >= 1, got {v}" for k in positive if (v := getattr(self, k)) is not None and v < 1]
         if self.max_wait_ms < 0:
             found.append(f"--max-wait-ms: must be >= 0, got {self.max_wait_ms}")
         return found
@@ -681,6 +683,12 @@ def _chars(item: Any) -> int:
     return 0
 
 
+def default_copies(device: str) -> int:
+    """``--model-processes`` by default: two copies on a CPU with two threads or more (they lend each other
+    their threads, so a lone request is as fast as on one copy and under load both compute), else one."""
+    return 2 if resolve_device(device).type == "cpu" and torch.get_num_threads() >= 2 else 1
+
+
 def serve(
     model_dir: str | Path,
     host: str = "127.0.0.1",
@@ -698,16 +706,18 @@ def serve(
     options = options or ServeOptions()
     if problems := options.problems():
         raise BiomtlError(problems[0])
-    count = options.model_processes
+    count = options.model_processes or default_copies(device)
     # Copies share the CPU's threads (torch's default: one per core), each at least one; a batch that runs
     # while the other copies are idle has them all (MicroBatcher's lend).
     cores = torch.get_num_threads()
     threads, alone = (max(1, cores // count), cores) if count > 1 else (None, None)
-    models: list[ModelProcess] = []
+    settings = LoadSettings(str(model_dir), device, batch_size, precision, options.bucket, threads, alone)
+    with ThreadPoolExecutor(count) as pool:  # the copies load at the same time
+        loading = [pool.submit(ModelProcess, settings) for _ in range(count)]
+    models = [f.result() for f in loading if f.exception() is None]
     try:
-        for _ in range(count):
-            settings = LoadSettings(str(model_dir), device, batch_size, precision, options.bucket, threads, alone)
-            models.append(ModelProcess(settings))
+        if failed := [e for f in loading if (e := f.exception()) is not None]:
+            raise failed[0]  # (the loaded copies are closed below)
         app = create_app(models, options, model_name=str(model_dir))
         log.info("serving %s (%s) on http://%s:%d/", model_dir, ", ".join(models[0].view.specs), host, port)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
