@@ -166,6 +166,27 @@ def test_bit_identity_is_checked_in_the_precision_the_model_runs_in(model_dir, m
     assert checked == [torch.bfloat16]
 
 
+def test_thread_counts_are_checked_before_copies_lend_threads(model_dir):
+    """The served encoder gives the same bits with one thread and with two (checked at startup before model
+    copies lend each other their threads); an encoder whose output depends on the thread count fails the
+    check, and torch's thread count is left as it was."""
+    import torch
+
+    from biomtl.worker import prepare_model, thread_invariant
+
+    predictor = Predictor.load(model_dir)
+    prepare_model(predictor, 8)
+    model = predictor.model
+    before = torch.get_num_threads()
+    assert thread_invariant(model.encode, model.tokenizer, predictor.device, predictor.dtype, (1, 2))
+
+    def by_threads(batch):
+        return model.encode(batch) + torch.get_num_threads()
+
+    assert not thread_invariant(by_threads, model.tokenizer, predictor.device, predictor.dtype, (1, 2))
+    assert torch.get_num_threads() == before
+
+
 def test_annotate_json_gives_entities_relations_and_labels(client, model_dir):
     response = client.post("/annotate", json={"text": ABSTRACT})
     assert response.status_code == 200, response.text

@@ -466,6 +466,10 @@ def create_app(
         view = replace(processes[0].view, batch_invariant=all(p.view.batch_invariant for p in processes))
         runs = list(processes)
     lend = len(processes) > 1 and all(p.settings.threads_alone for p in processes)
+    if lend and not all(p.view.thread_invariant for p in processes):
+        log.info("the model copies do not lend each other their threads: on this machine the encoder's results "
+                 "depend on the thread count")
+        lend = False
     batcher = MicroBatcher(runs, options.batching, options.max_wait_ms / 1000, options.max_batch_texts, lend)
     if options.batching and not view.batch_invariant:
         log.warning("micro-batched results may differ in the last bits from one request at a time on this machine "

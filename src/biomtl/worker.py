@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,28 @@ def batch_invariant(device: torch.device, dtype: torch.dtype | None = None) -> b
     return True
 
 
+def thread_invariant(
+    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], tokenizer: Any, device: torch.device,
+    dtype: torch.dtype | None, threads: tuple[int, ...],
+) -> bool:
+    """Whether ``encode`` gives texts the same bits with each of torch's thread counts in ``threads`` (model
+    copies that lend each other their threads compute a lone batch with all of them, others with a share);
+    torch's thread count is left as it was."""
+    batch = {k: v.to(device) for k, v in tokenizer(
+        ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."],
+        padding=True, return_tensors="pt").items()}
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            with torch.inference_mode(), device_compute(device, dtype):
+                states.append(encode(batch))
+    finally:
+        torch.set_num_threads(before)
+    return all(torch.equal(states[0], other) for other in states[1:])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # What the worker runs
 
@@ -239,6 +261,7 @@ class ModelView:
     batch_invariant: bool  # whether matrix products give a row the same bits whatever the row count
     encoder_batches: str  # "packed" (PackedEncoder) or "buckets" (BucketedEncoder)
     precision: str  # what the model computes in: "fp32", or "bf16" autocast (--precision auto on a bf16 CPU)
+    thread_invariant: bool = True  # the same bits with LoadSettings.threads as with threads_alone
 
 
 def prepare_model(predictor: Predictor, bucket: int) -> ModelView:
@@ -431,6 +454,11 @@ def _model_process(conn: Any, settings: LoadSettings) -> None:
     except BiomtlError as e:
         conn.send(("error", str(e)))
         return
+    if settings.threads and settings.threads_alone and settings.threads != settings.threads_alone:
+        model = predictor.model
+        same = thread_invariant(model.encode, model.tokenizer, predictor.device, predictor.dtype,
+                                (settings.threads, settings.threads_alone))
+        view = replace(view, thread_invariant=same)
     run = Runner(predictor)
     conn.send(("ready", view))
     while True:
