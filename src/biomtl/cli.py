@@ -550,7 +550,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 above)")
     p.add_argument("--max-texts", type=int, default=100, help="texts (documents, inputs, pairs) per request")
     p.add_argument("--max-chars", type=int, default=100_000, help="characters of text per request")
-    p.add_argument("--no-batching", action="store_true", help="run requests one at a time, never combined")
+    p.add_argument("--no-batching", action="store_true", help="run each request alone, never combined (one at a time per model copy)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long to wait for more requests to batch while some are on their way (a lone one runs at once)")
     p.add_argument("--max-batch-texts", type=int, default=256, help="texts in one combined model call")
