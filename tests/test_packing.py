@@ -82,3 +82,25 @@ def test_pack_is_refused_for_an_encoder_that_cannot_read_packed_texts(run_config
 def test_pack_with_compile_is_a_config_error(run_config):
     with pytest.raises(ConfigError, match="pack: .*compile"):
         type(run_config()).from_dict({**run_config().to_dict(), "pack": True, "compile": True})
+
+
+def test_a_training_row_is_filled_to_a_multiple_of_its_round_and_the_texts_keep_their_states(run_config):
+    """Training packs a batch into a row of a multiple of TRAIN_ROUND_TO tokens (a text of its own fills it
+    up, its states dropped); the texts get the states they get in a row without the fill, within rounding."""
+    from biomtl.packing import TRAIN_ROUND_TO
+
+    config = run_config(tasks=["toy-ner"], dropout=0.0, pack=True)
+    model = build_model(config)
+    data = load_task_data(model, config)
+    batch = model.tasks["toy-ner"].collate(data["toy-ner"].features["train"][:5], model.tokenizer.pad_token_id)
+    assert model.packed is not None and model.packed.round_to == TRAIN_ROUND_TO
+    assert int(batch["attention_mask"].sum()) % TRAIN_ROUND_TO != 0  # so that the row is filled
+    rows: list[int] = []
+    hook = model.encoder.embeddings.register_forward_hook(lambda module, args, out: rows.append(out.shape[1]))
+    model.eval()  # no dropout: the same states twice
+    filled = model.packed(batch)
+    unfilled = PackedEncoder(model.encoder)(batch)
+    hook.remove()
+    assert rows[0] % TRAIN_ROUND_TO == 0 and rows[1] == int(batch["attention_mask"].sum())
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(filled[mask], unfilled[mask], atol=1e-5) and not filled[~mask].any()

@@ -30,7 +30,7 @@ from biomtl.atomic import atomic_dir
 from biomtl.config import DEFAULT_MAX_LENGTH, POOLING, SIMILARITY, DatasetSpec, RunConfig
 from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ConfigError, ModelDirError
-from biomtl.packing import PackedEncoder
+from biomtl.packing import TRAIN_ROUND_TO, PackedEncoder
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class MultiTaskModel(nn.Module):
         (:mod:`biomtl.packing`); evaluation batches, sorted by length and so nearly without padding, stay padded
         (packed, each of their 128 texts would be one attention call per layer). A :class:`ConfigError` if this
         encoder's packed states differ from its padded ones."""
-        packed = PackedEncoder(self.encoder)
+        packed = PackedEncoder(self.encoder, TRAIN_ROUND_TO)
         device = next(self.encoder.parameters()).device
         if not packed.works(self.encode, self.tokenizer, device):
             raise ConfigError(f"pack: the encoder {self.encoder_name or 'default'} cannot read packed texts "

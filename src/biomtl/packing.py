@@ -20,6 +20,11 @@ from transformers import AttentionInterface
 
 log = logging.getLogger(__name__)
 
+TRAIN_ROUND_TO = 64
+"""Training fills a packed row up to a multiple of this many tokens: in bf16 a dense layer's product with a
+row count it has not seen yet is slower and keeps memory, and a packed training row's count changes at nearly
+every step (BENCHMARKS.md, "Single-task run configs")."""
+
 PACKED_ATTENTION = "biomtl_packed"
 """The name under which :func:`packed_attention` is registered with transformers' attention functions."""
 
@@ -49,18 +54,28 @@ class PackedEncoder:
     transformers' attention functions and that take ``position_ids`` as BERT does; :meth:`works` checks an
     encoder against its own padded batches. Gradients flow through it as through the padded encoder."""
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
+    def __init__(self, encoder: torch.nn.Module, round_to: int = 1) -> None:
         self.encoder = encoder
+        # The row is filled up to a multiple of ``round_to`` tokens with a text of its own (token id 0, its
+        # states dropped): a few row counts instead of a new one at nearly every step (TRAIN_ROUND_TO).
+        self.round_to = round_to
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"].bool()
         lengths = [int(n) for n in mask.sum(1).tolist()]
+        total = sum(lengths)
+        if fill := -total % self.round_to:
+            lengths.append(fill)
+
+        def row(values: torch.Tensor) -> torch.Tensor:
+            return torch.cat([values[mask], values.new_zeros(fill)]).unsqueeze(0)
+
         inputs = {
-            "input_ids": batch["input_ids"][mask].unsqueeze(0),
+            "input_ids": row(batch["input_ids"]),
             "position_ids": torch.cat([torch.arange(n, device=mask.device) for n in lengths]).unsqueeze(0),
         }
         if "token_type_ids" in batch:
-            inputs["token_type_ids"] = batch["token_type_ids"][mask].unsqueeze(0)
+            inputs["token_type_ids"] = row(batch["token_type_ids"])
         config: Any = self.encoder.config
         before = config._attn_implementation
         config._attn_implementation = PACKED_ATTENTION
@@ -69,7 +84,7 @@ class PackedEncoder:
         finally:
             config._attn_implementation = before
         out = states.new_zeros(*mask.shape, states.shape[-1])
-        out[mask] = states
+        out[mask] = states[:total]
         return out
 
     def works(self, encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], tokenizer: Any, device: torch.device) -> bool:
