@@ -25,6 +25,10 @@ TRAIN_ROUND_TO = 64
 row count it has not seen yet is slower and keeps memory, and a packed training row's count changes at nearly
 every step (BENCHMARKS.md, "Single-task run configs")."""
 
+CHECK_TEXTS = ("Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2.")
+"""Texts of two lengths that the startup checks of an encoder run (:meth:`PackedEncoder.works`,
+``worker.thread_invariant``)."""
+
 PACKED_ATTENTION = "biomtl_packed"
 """The name under which :func:`packed_attention` is registered with transformers' attention functions."""
 
@@ -68,7 +72,8 @@ class PackedEncoder:
             lengths.append(fill)
 
         def row(values: torch.Tensor) -> torch.Tensor:
-            return torch.cat([values[mask], values.new_zeros(fill)]).unsqueeze(0)
+            texts = values[mask]
+            return (torch.cat([texts, texts.new_zeros(fill)]) if fill else texts).unsqueeze(0)
 
         inputs = {
             "input_ids": row(batch["input_ids"]),
@@ -91,7 +96,7 @@ class PackedEncoder:
         """Whether packed texts get the states that ``encode`` gives them in a padded batch (within rounding),
         for single texts and pairs; ``False`` also where the encoder cannot run packed at all. The encoder is
         checked without dropout and left in the mode it was in."""
-        firsts = ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."]
+        firsts = list(CHECK_TEXTS)
         seconds = ["It is a drug.", "Cyclooxygenase 2 makes prostaglandins in inflamed tissue."]
         training = self.encoder.training
         self.encoder.eval()

@@ -40,7 +40,7 @@ from biomtl.errors import BiomtlError
 from biomtl.formats import Collection
 from biomtl.inference import device_compute
 from biomtl.model import read_manifest
-from biomtl.packing import PackedEncoder
+from biomtl.packing import CHECK_TEXTS, PackedEncoder
 from biomtl.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,7 @@ def thread_invariant(
     """Whether ``encode`` gives texts the same bits with each of torch's thread counts in ``threads`` (model
     copies that lend each other their threads compute a lone batch with all of them, others with a share);
     torch's thread count is left as it was."""
-    batch = {k: v.to(device) for k, v in tokenizer(
-        ["Naloxone reverses the antihypertensive effect of clonidine in rats.", "Aspirin inhibits COX-2."],
-        padding=True, return_tensors="pt").items()}
+    batch = {k: v.to(device) for k, v in tokenizer(list(CHECK_TEXTS), padding=True, return_tensors="pt").items()}
     before = torch.get_num_threads()
     states = []
     try:
