@@ -11,13 +11,21 @@ with one change per variant and nothing else changed (``--variants``):
 * ``mtl_epochs`` — MTL trains twice the profile's epochs (``mtl.epochs`` × 2);
 * ``st_epochs`` — the control for ``mtl_epochs``: ST trains as many epochs as MTL (×2) and MTL-FT together,
   so that both settings see each example equally often again;
+* ``biosses_out`` — BIOSSES is left out of the MTL run (``mtl_tasks``); its MTL-FT run still starts from the MTL
+  encoder (the bi-encoder has no head to keep), so MTL cannot spend BIOSSES's few steps pulling its encoder;
+* ``biosses_epochs`` — BIOSSES's own budget: 3× the profile's BIOSSES epochs in ST and in MTL-FT alike, the
+  epoch still selected on dev (64 pairs: a few more seconds per run);
 * ``a+b`` — both changes, e.g. ``mtl_epochs+st_epochs``.
 
 Each variant is a copy of the study config with its changes in the profile and its own ``output_dir``. Every
 finished run of the baseline or of another variant that the variant would train with identical settings is
 copied in (an MTL-FT run only with the MTL run it started from), and ``biomtl study`` skips it after checking
 the settings again. Retrained runs skip the test set (``evaluate_test: false``): the variants are compared on
-dev, and a change is worth a test evaluation only if it moves the dev average.
+dev, and a change is worth a test evaluation only if it moves the dev average. Without ``--baseline`` the
+variants are compared with each other only, e.g. one chosen variant against itself plus one more change::
+
+    python benchmarks/mtl_diagnosis.py --profile cpu --out runs/biosses-diagnosis \\
+        --variants keep_heads+mtl_epochs+st_epochs,keep_heads+mtl_epochs+st_epochs+biosses_out
 
     python benchmarks/mtl_diagnosis.py --baseline runs/blue-public-cpu --profile cpu \\
         --out runs/blue-public-cpu-diagnosis --json-out results/mtl-diagnosis.json
@@ -48,11 +56,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
-VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs")
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "biosses_out", "biosses_epochs")
+SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
 
-def variant_changes(name: str, profile: dict[str, Any], dev_only: bool = True) -> dict[str, Any]:
+def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_only: bool = True) -> dict[str, Any]:
     """The profile keys a variant changes (deep-merged over the profile); ``dev_only``: the retrained runs skip
     the test set. ``a+b`` combines variants."""
     from biomtl.config import RunConfig
@@ -62,7 +71,7 @@ def variant_changes(name: str, profile: dict[str, Any], dev_only: bool = True) -
     # a changed run skips the test set; a run the variant leaves as it is stays reusable (same settings)
     section = {s: dict(skip_test) for s in ("st", "mtl", "mtl_ft")}
     changes: dict[str, Any] = {}
-    default = RunConfig.__dataclass_fields__["epochs"].default  # what a run uses when the profile names none
+    default: int = RunConfig.epochs  # what a run uses when the profile names none (the class default)
     epochs = {s: (profile.get(s) or {}).get("epochs") or (profile.get("base") or {}).get("epochs") or default
               for s in ("st", "mtl", "mtl_ft")}
     for part in name.split("+"):
@@ -74,6 +83,12 @@ def variant_changes(name: str, profile: dict[str, Any], dev_only: bool = True) -
             change = {"mtl": {"epochs": 2 * epochs["mtl"], **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "st_epochs":  # the control for mtl_epochs: ST sees each example as often as MTL + MTL-FT
             change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
+        elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
+            change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
+        elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change
+            own = (profile.get("task_overrides") or {}).get(SMALL) or {}
+            change = {"task_overrides": {SMALL: {
+                s: {"epochs": 3 * ((own.get(s) or {}).get("epochs") or epochs[s]), **section[s]} for s in ("st", "mtl_ft")}}}
         else:
             raise SystemExit(f"unknown variant '{part}' (choose from {', '.join(VARIANTS)}, or join them with +)")
         changes = deep_merge(changes, change)
@@ -85,7 +100,7 @@ def write_variant(config: dict, profile: str, name: str, out: Path, dev_only: bo
     from biomtl.experiments.schema import deep_merge
 
     data = copy.deepcopy(config)
-    changes = variant_changes(name, data["profiles"][profile], dev_only)
+    changes = variant_changes(name, data["profiles"][profile], list(data["tasks"]), dev_only)
     data["profiles"][profile] = deep_merge(data["profiles"][profile], {**changes, "output_dir": str(out)})
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.yaml"
@@ -134,7 +149,8 @@ def run_variant(config: dict, args: argparse.Namespace, name: str, out: Path, se
     """Write the variant's config, copy in what it can reuse and run ``biomtl study`` on it."""
     path, changes = write_variant(config, args.profile, name, out, dev_only)
     others = sorted(d for d in Path(args.out).iterdir() if d.is_dir() and d != out)
-    reused = reuse_runs(path, args.profile, seeds, [Path(args.baseline), *others], args.data)
+    sources = [Path(args.baseline)] if args.baseline else []
+    reused = reuse_runs(path, args.profile, seeds, [*sources, *others], args.data)
     cmd = [sys.executable, "-m", "biomtl", "study", str(path), "--profile", args.profile, "--seeds", str(len(seeds)),
            "--quiet", *(["--data", args.data] if args.data else [])]
     print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
@@ -158,7 +174,7 @@ def study_dev(root: Path, seed: int, tasks: list[str]) -> dict[str, dict[str, fl
     }
 
 
-def sampling_share(tasks: list[str], data: str | None, limit: int | None, batch_size: int) -> dict[str, dict[str, float]]:
+def sampling_share(tasks: list[str], data: str | None, limit: int | None, batch_size: int) -> dict[str, dict[str, Any]]:
     """The share of one MTL epoch's steps each task gets, per strategy, from the tasks' training example
     counts (as :class:`biomtl.data.sampler.TaskBatchSampler` schedules them; lengths do not matter)."""
     from biomtl.data.readers import read_split
@@ -168,7 +184,7 @@ def sampling_share(tasks: list[str], data: str | None, limit: int | None, batch_
 
     dirs = DataDirs.from_env(prepared=data)
     counts = {t: len(read_split(load_dataset_spec(t, dirs), "train", limit=limit)) for t in tasks}
-    share = {}
+    share: dict[str, dict[str, Any]] = {}
     for strategy in ("proportional", "temperature"):
         schedule = TaskBatchSampler({t: [1] * n for t, n in counts.items()}, batch_size, strategy, seed=1).epoch(0)
         share[strategy] = {t: 100 * sum(1 for task, _ in schedule if task == t) / len(schedule) for t in tasks}
@@ -179,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(STUDY))
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--baseline", required=True, help="the finished study's output directory (its seed is reused)")
+    p.add_argument("--baseline", default=None,
+                   help="the finished study's output directory (its seed is reused; a row of the table)")
     p.add_argument("--out", required=True, help="a directory of its own; each variant is a subdirectory")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; a+b combines two")
     p.add_argument("--confirm", default=None, metavar="VARIANT",
@@ -191,17 +208,22 @@ def main(argv: list[str] | None = None) -> None:
     config = yaml.safe_load(Path(args.config).read_text())
     profile = config["profiles"][args.profile]
     tasks = list(config["tasks"])
-    baseline, out = Path(args.baseline), Path(args.out)
+    out = Path(args.out)
     if args.confirm:
-        seeds = sorted(int(d.name[4:]) for d in baseline.glob("seed*") if d.name[4:].isdigit())
-        if seeds != list(range(1, len(seeds) + 1)):
-            raise SystemExit(f"{baseline}: expected seed1..seedN, found {', '.join(f'seed{k}' for k in seeds)}")
+        if args.baseline:
+            baseline = Path(args.baseline)
+            seeds = sorted(int(d.name[4:]) for d in baseline.glob("seed*") if d.name[4:].isdigit())
+            if seeds != list(range(1, len(seeds) + 1)):
+                raise SystemExit(f"{baseline}: expected seed1..seedN, found {', '.join(f'seed{k}' for k in seeds)}")
+        else:  # the profile's seeds
+            count = profile.get("seeds", config.get("seeds", 3))
+            seeds = list(range(1, count + 1)) if isinstance(count, int) else list(count)
         vdir = out / f"{args.confirm}-confirm"
         row = run_variant(config, args, args.confirm, vdir, seeds, dev_only=False)
         print((vdir / "results.md").read_text())
         write_json(args.json_out, {"command": command_line(), "machine": machine(), "args": vars(args), "result": row})
         return
-    rows: dict[str, Any] = {"baseline": {"dev": study_dev(baseline, SEED, tasks)}}
+    rows: dict[str, Any] = {"baseline": {"dev": study_dev(Path(args.baseline), SEED, tasks)}} if args.baseline else {}
     for name in args.variants.split(","):
         vdir = out / name
         rows[name] = {**run_variant(config, args, name, vdir, [SEED], dev_only=True), "dev": study_dev(vdir, SEED, tasks)}
@@ -219,9 +241,11 @@ def report(rows: dict[str, Any], tasks: list[str], share: dict[str, dict]) -> st
     """Dev table, per variant: ST, MTL, MTL-FT and Δ MTL-FT − ST (its own ST: the baseline's unless it changes
     ST); and the MTL sampling shares."""
 
-    def value(name: str, setting: str, task: str) -> float:
-        scores = rows[name]["dev"][setting]
-        return sum(scores[t] for t in tasks) / len(tasks) if task == "average" else scores[task]
+    def value(name: str, setting: str, task: str) -> float | None:
+        scores = rows[name]["dev"][setting]  # the MTL run has no score for a task it left out (mtl_tasks)
+        if task != "average":
+            return scores.get(task)
+        return None if any(t not in scores for t in tasks) else sum(scores[t] for t in tasks) / len(tasks)
 
     header = ["task"]
     for name in rows:
@@ -231,7 +255,8 @@ def report(rows: dict[str, Any], tasks: list[str], share: dict[str, dict]) -> st
         row: list[Any] = [task]
         for name in rows:
             st, mtl, mtl_ft = (value(name, setting, task) for setting in ("st", "mtl", "mtl_ft"))
-            row += [f"{st:.1f}", f"{mtl:.1f}", f"{mtl_ft:.1f}", f"{mtl_ft - st:+.1f}"]
+            assert st is not None and mtl_ft is not None
+            row += [f"{st:.1f}", "—" if mtl is None else f"{mtl:.1f}", f"{mtl_ft:.1f}", f"{mtl_ft - st:+.1f}"]
         lines.append(row)
     shares = [[t, share["examples"][t], f"{share['proportional'][t]:.1f} %", f"{share['temperature'][t]:.1f} %"]
               for t in tasks]

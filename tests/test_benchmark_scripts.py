@@ -59,3 +59,31 @@ def test_the_comparison_gives_biomtl_every_setting_of_the_run_config(task: str, 
         assert getattr(args, key) == value, key
     config = read_yaml(folder / f"{task}.yaml")
     assert args.group_by_length == config.get("group_by_length", True) and args.pack == config.get("pack", False)
+
+
+def test_the_biosses_variants_of_the_diagnosis_change_only_biosses_runs(tmp_path: Path, monkeypatch) -> None:
+    """``biosses_out`` leaves BIOSSES out of the MTL run but still fine-tunes it from the MTL encoder;
+    ``biosses_epochs`` triples BIOSSES's ST and MTL-FT epochs alike; neither touches another task's run."""
+    import yaml
+
+    from biomtl.experiments.plan import study_runs
+    from biomtl.experiments.schema import load_study
+
+    diagnosis = _load(BENCHMARKS / "mtl_diagnosis.py", monkeypatch)
+    config = yaml.safe_load(diagnosis.STUDY.read_text())
+
+    def runs(variant: str) -> dict:
+        path, _ = diagnosis.write_variant(config, "cpu", variant, tmp_path / variant)
+        return {r.name: r for r in study_runs(load_study(path, "cpu", seeds=1))}
+
+    plain, out, epochs = runs("keep_heads"), runs("keep_heads+biosses_out"), runs("keep_heads+biosses_epochs")
+    assert "biosses" in plain["mtl"].tasks and out["mtl"].tasks == [t for t in plain["mtl"].tasks if t != "biosses"]
+    assert out["mtlft-biosses"].config.init_from == str(tmp_path / "keep_heads+biosses_out" / "seed1" / "mtl" / "best")
+    assert (out["mtlft-biosses"].config.keep_heads, out["mtlft-hoc"].config.keep_heads) == (False, True)
+    assert (epochs["st-biosses"].config.epochs, epochs["mtlft-biosses"].config.epochs) == (
+        3 * plain["st-biosses"].config.epochs, 3 * plain["mtlft-biosses"].config.epochs)
+    for name, run in plain.items():
+        if "biosses" not in name and name != "mtl":
+            assert epochs[name].config.epochs == run.config.epochs, name
+            assert out[name].config.replace(output_dir="", init_from=None) == run.config.replace(
+                output_dir="", init_from=None), name

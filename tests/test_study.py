@@ -165,6 +165,36 @@ def test_mtl_ft_starts_from_the_mtl_encoder(finished_study):
         assert same is keep_heads
 
 
+def test_a_task_left_out_of_mtl_is_fine_tuned_from_its_encoder(tmp_path, tiny_encoder, toy_tasks):
+    tasks = [toy_tasks["toy-ner"], toy_tasks["toy-rel"], toy_tasks["toy-sts"]]
+    config = write_study(tmp_path / "s.yaml", tasks, tiny_encoder, tmp_path / "out", seeds=1, keep_heads=True,
+                         mtl_tasks=["toy-ner", "toy-rel"])
+    summary = run_study(config, profile=None, progress=False)
+    out = tmp_path / "out" / "seed1"
+    assert _result(out.parent, 1, "mtl")["tasks"] == ["toy-ner", "toy-rel"]
+    runs = {r.name: r for r in study_runs(load_study(config))}
+    assert runs["mtlft-toy-sts"].config.init_from == str(out / "mtl" / "best")
+    assert (runs["mtlft-toy-sts"].config.keep_heads, runs["mtlft-toy-rel"].config.keep_heads) == (False, True)
+    mtl = MultiTaskModel.load(out / "mtl" / "best")
+    assert "toy-sts" not in mtl.heads
+    # toy-sts's MTL-FT run starts from the MTL encoder: its epoch 0 is the MTL encoder's score
+    start = json.loads((out / "mtlft-toy-sts" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["epoch"] == 0
+    table = summary["test"]
+    assert table["toy-sts"]["mtl"] is None and table["average"]["mtl"] is None
+    assert table["toy-sts"]["mtl_ft"] is not None and table["toy-ner"]["mtl"] is not None
+    assert "| toy-sts | pearson | " in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_mtl_tasks_must_be_the_studys_own(tmp_path, tiny_encoder, toy_tasks):
+    config = write_study(tmp_path / "s.yaml", [toy_tasks["toy-ner"], toy_tasks["toy-rel"]], tiny_encoder,
+                         tmp_path / "out", mtl_tasks=["toy-ner", "toy-rell", "toy-ner"])
+    with pytest.raises(ConfigError) as e:
+        load_study(config)
+    assert "mtl_tasks: 'toy-rell' is not one of the study's tasks; did you mean 'toy-rel'?" in str(e.value)
+    assert "mtl_tasks: a task is listed twice" in str(e.value)
+
+
 def test_pairwise_reuses_st_runs(finished_study, toy_tasks, tiny_encoder, tmp_path, monkeypatch):
     _, _, out = finished_study
     tasks = [toy_tasks["toy-ner"], toy_tasks["toy-rel"], toy_tasks["toy-sts"]]

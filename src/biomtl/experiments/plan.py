@@ -21,7 +21,7 @@ def study_runs(study: Study) -> list[Run]:
     runs = []
     for seed in study.seeds:
         runs += [study.run("st", [t], seed, st_name(t)) for t in study.tasks]
-        runs.append(study.run("mtl", list(study.tasks), seed, MTL))
+        runs.append(study.run("mtl", study.mtl_tasks, seed, MTL))
         runs += [study.run("mtl_ft", [t], seed, mtl_ft_name(t)) for t in study.tasks]
     return runs
 

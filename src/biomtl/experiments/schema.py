@@ -6,6 +6,8 @@ A study config (see ``configs/studies/blue-public.yaml``)::
     output_dir: runs/blue-public
     seeds: 3                             # 3 → seeds 1, 2, 3; or a list such as [13, 42, 87]
     keep_heads: false                    # MTL-FT: fresh heads (the paper) or the MTL run's heads
+    mtl_tasks: [bc5cdr-chemical]         # the MTL run's tasks (default: all); the others are fine-tuned
+                                         # from its encoder all the same, each with a fresh head
     keep_checkpoints: false              # delete a finished run's checkpoint/ (resume state); best/ stays
     base: {max_length: 128}              # RunConfig keys for every run
     st: {epochs: 10}                     # ... for ST runs only; likewise mtl, mtl_ft, pairwise
@@ -59,6 +61,9 @@ class StudyConfig:
     output_dir: str
     seeds: int | list[int] = 3
     keep_heads: bool = False
+    # The tasks the MTL run trains on (default: all). A task left out still has its MTL-FT run, from the MTL
+    # encoder with a fresh head: the MTL encoder as a starting point for a task that MTL would pull elsewhere.
+    mtl_tasks: list[str] | None = None
     keep_checkpoints: bool = False
     base: dict[str, Any] = field(default_factory=dict)
     st: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +140,12 @@ class Study:
     def output_dir(self) -> Path:
         return Path(self.config.output_dir)
 
+    @property
+    def mtl_tasks(self) -> list[str]:
+        """The MTL run's tasks, in the study's order (``mtl_tasks:``, else every task)."""
+        chosen = self.config.mtl_tasks
+        return [t for t in self.tasks if chosen is None or t in chosen]
+
     def run_dir(self, seed: int, name: str) -> Path:
         return self.output_dir / f"seed{seed}" / name
 
@@ -155,8 +166,8 @@ class Study:
             values.update(c.task_overrides.get(tasks[0], {}).get(setting, {}))
         values.update(self.run_overrides)
         values.update(tasks=[self.tasks[t] for t in tasks], **self._per_run(setting, seed, name))
-        if setting == "mtl_ft":
-            values["keep_heads"] = c.keep_heads
+        if setting == "mtl_ft":  # a task the MTL run did not train has no head there to keep
+            values["keep_heads"] = c.keep_heads and tasks[0] in self.mtl_tasks
         return values
 
     def run(self, setting: str, tasks: list[str], seed: int, name: str) -> Run:
@@ -234,6 +245,7 @@ def load_study(
     sections = {s: _check_section(getattr(config, s), f"{where}: {s}", problems) for s in _SECTION_NAMES}
     names = _resolve_tasks(config.tasks, data_dirs, where, problems)
     task_overrides = _check_task_overrides(config.task_overrides, names, where, problems)
+    _check_mtl_tasks(config.mtl_tasks, names, where, problems)
     seed_list = _resolve_seeds(config.seeds, seeds, where, problems)
     # Built from the entries that passed so far, so that the runs' values are checked even when some did not.
     checked = dataclasses.replace(config, task_overrides=task_overrides, **sections)
@@ -320,6 +332,20 @@ def _check_task_overrides(
     return clean
 
 
+def _check_mtl_tasks(chosen: list[str] | None, names: dict[str, str], where: str, problems: list[str]) -> None:
+    """``mtl_tasks``: a non-empty list of the study's tasks (by name), each once."""
+    if chosen is None:
+        return
+    if not chosen:
+        problems.append(f"{where}: mtl_tasks: at least one task is required (leave it out for all of them)")
+    for task in chosen:
+        if task not in names:
+            problems.append(f"{where}: mtl_tasks: '{task}' is not one of the study's tasks"
+                            f"{did_you_mean(str(task), list(names))}")
+    if len(set(chosen)) != len(chosen):
+        problems.append(f"{where}: mtl_tasks: a task is listed twice: {chosen}")
+
+
 def _resolve_tasks(entries: list[str], data_dirs: DataDirs, where: str, problems: list[str]) -> dict[str, str]:
     """Task name → dataset config entry; every entry's config is loaded (statically validated)."""
     names: dict[str, str] = {}
@@ -363,7 +389,7 @@ def _build_run_configs(study: Study, where: str, problems: list[str]) -> None:
     every task, and the pair of the first two tasks (the other pairs differ only in their tasks). A
     problem shared by several kinds is reported once."""
     names = list(study.tasks)
-    kinds = [("st", [t]) for t in names] + [("mtl", names)] + [("mtl_ft", [t]) for t in names]
+    kinds = [("st", [t]) for t in names] + [("mtl", study.mtl_tasks)] + [("mtl_ft", [t]) for t in names]
     kinds += [("pair", names[:2])] if len(names) > 1 else []
     seen: set[str] = set()
     for setting, tasks in kinds:
