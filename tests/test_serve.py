@@ -649,6 +649,53 @@ def test_lent_threads_queued_jobs_are_shared_between_the_copies():
     assert results == ["w by a", "x by a", "y by b", "z by b"] and batcher.batches_alone == 0
 
 
+class _Copy:
+    """A model copy for the batcher: records its calls; ``down`` is what its ``problem()`` says."""
+
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls, self.down = name, calls, None
+
+    def problem(self):
+        return self.down
+
+    def __call__(self, key, payloads, alone):
+        self.calls.append((self.name, list(payloads), alone))
+        return [RuntimeError(self.down) if self.down else f"{p} by {self.name}" for p in payloads]
+
+
+def test_a_copy_that_is_down_steps_aside_and_the_other_serves():
+    """Lending copies: when the first copy cannot run (its process ended, being started again or given up),
+    lone requests go to the second, with every thread, instead of failing on the first; when it is back it
+    takes them again; when no copy can run, each request still gets its answer (the error)."""
+    import asyncio
+
+    from biomtl.serve import MicroBatcher
+
+    calls: list = []
+    a, b = _Copy("a", calls), _Copy("b", calls)
+    batcher = MicroBatcher([a, b], True, 0.0, 100, lend=True)
+    batcher.start()
+
+    async def one_at_a_time(payloads: str) -> list:
+        answers = []
+        for p in payloads:
+            try:
+                answers.append(await asyncio.wait_for(batcher.submit(("k",), p, 1), 60))
+            except RuntimeError as e:  # the copy's error, as the request gets it
+                answers.append(e)
+        return answers
+
+    a.down = "the model process ended unexpectedly (exit code -9); starting it again"
+    assert asyncio.run(one_at_a_time("xy")) == ["x by b", "y by b"]
+    a.down = None
+    assert asyncio.run(one_at_a_time("z")) == ["z by a"]
+    a.down = b.down = "given up"
+    assert [str(e) for e in asyncio.run(one_at_a_time("w"))] == ["given up"]
+    batcher.stop()
+    assert calls[:3] == [("b", ["x"], True), ("b", ["y"], True), ("a", ["z"], True)]
+    assert len(calls) == 4
+
+
 def test_the_worker_waits_only_for_requests_on_their_way():
     """A lone request runs at once, whatever the wait bound; a job waits (up to the bound) while a request
     the server has received has not queued its job yet, and then the two run together."""

@@ -256,6 +256,39 @@ def test_a_model_process_that_died_is_started_again_and_errors_cross_as_their_li
 
 
 @pytest.mark.slow
+def test_with_two_copies_one_that_stays_down_steps_aside_and_the_other_serves(model_dir):
+    """Two lending copies; the first one's process killed with no restart allowed: lone requests, which the
+    first copy would take, are answered by the second, the same bytes, and ``/health`` says ``degraded``."""
+    from fastapi.testclient import TestClient
+
+    from biomtl.serve import create_app
+    from biomtl.worker import LoadSettings, ModelProcess
+
+    settings = LoadSettings(str(model_dir), precision="fp32", threads=1, threads_alone=2)
+    first, second = ModelProcess(settings, restarts=0), ModelProcess(settings, restarts=0)
+    try:
+        with TestClient(create_app([first, second])) as client:
+            body = {"inputs": ["aspirin", "naloxone reverses the effect"]}
+            before = client.post("/predict/srv-chem", json=body).content
+            first._process.kill()
+            _wait_for(lambda: first.failed is not None)
+            health = client.get("/health")
+            assert health.status_code == 200
+            assert health.json()["status"] == "degraded" and health.json()["model_processes_down"] == 1
+            assert "not started again" in health.json()["problem"]
+            for _ in range(3):
+                answer = client.post("/predict/srv-chem", json=body)
+                assert answer.status_code == 200 and answer.content == before
+            second._process.kill()
+            _wait_for(lambda: second.failed is not None)
+            assert client.get("/health").status_code == 503
+            assert client.post("/predict/srv-chem", json=body).status_code == 503
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.slow
 def test_a_call_in_flight_when_the_model_process_dies_gets_unavailable_and_the_next_call_is_answered(model_dir):
     from biomtl.worker import LoadSettings, ModelProcess, ModelUnavailable
 

@@ -147,7 +147,12 @@ class MicroBatcher:
     copy takes every batch; a worker takes a share of the queued texts that leaves some to each idle copy;
     and a batch taken while no other runs and nothing else is queued runs as ``run(key, payloads, True)``,
     with every copy's threads, any other as ``run(key, payloads, False)``, with the copy's share. So a lone
-    request is as fast as on one copy that has all the threads, and under load the copies run side by side."""
+    request is as fast as on one copy that has all the threads, and under load the copies run side by side.
+
+    A copy that cannot run (a run with a ``problem()`` that is not ``None``: :meth:`ModelProcess.problem`, its
+    process ended or given up) steps aside while another copy can: its worker takes no jobs and the others take
+    its turn and its share. When no copy can run, every worker takes jobs again, so each gets its answer (the
+    error)."""
 
     def __init__(
         self, runs: list[Callable[..., list[Any]]], enabled: bool, max_wait_s: float, max_texts: int,
@@ -231,7 +236,8 @@ class MicroBatcher:
         they run alone, with every copy's threads."""
         with self._cond:
             while True:
-                while not self._queue or (self.lend and self._running < index):
+                while not self._queue or not (live := self._live())[index] or (
+                        self.lend and self._running < sum(live[:index])):
                     if self._stopping and not self._queue:
                         return None
                     self._cond.wait()
@@ -251,7 +257,7 @@ class MicroBatcher:
                 limit = self.max_texts
                 if self.lend:  # leave the idle copies their share
                     queued = sum(j.size for j in self._queue if j.key == first.key)
-                    limit = min(limit, -(-queued // (len(self.runs) - self._running)))
+                    limit = min(limit, -(-queued // max(1, sum(live) - self._running)))
                 taken = []
                 texts = 0
                 for job in list(self._queue):
@@ -267,6 +273,12 @@ class MicroBatcher:
             self.jobs += len(taken)
             self._cond.notify_all()  # the next copy may take the rest
             return taken, alone
+
+    def _live(self) -> list[bool]:
+        """Per copy, whether its worker takes jobs: the copies that can run, or all of them if none can."""
+        checks = [getattr(run, "problem", None) for run in self.runs]
+        up = [check is None or check() is None for check in checks]
+        return up if any(up) else [True] * len(up)
 
     def _work(self, index: int, run: Callable[..., list[Any]]) -> None:
         while (taken := self._take(index)) is not None:
@@ -545,11 +557,14 @@ def info_routes(
 
     @router.get("/health", response_model=None)
     async def health() -> dict[str, Any] | Response:
-        """Liveness (a 503 while the model cannot run), and how requests are batched."""
-        if why := next((w for p in processes if (w := p.problem())), None):
-            return _error(503, why)
+        """Liveness (a 503 while no copy of the model can run; ``degraded`` while some cannot, the others
+        serving), and how requests are batched."""
+        down = [why for p in processes if (why := p.problem())]
+        if down and len(down) == len(processes):
+            return _error(503, down[0])
         return {
-            "status": "ok", "model": model_name, "tasks": len(view.specs), "batching": options.batching,
+            "status": "degraded" if down else "ok", **({"problem": down[0]} if down else {}),
+            "model_processes_down": len(down), "model": model_name, "tasks": len(view.specs), "batching": options.batching,
             "batch_invariant": view.batch_invariant, "encoder_batches": view.encoder_batches, "precision": view.precision,
             "model_calls": batcher.batches, "model_calls_alone": batcher.batches_alone, "requests": batcher.jobs,
             "model_processes": len(processes), "model_restarts": sum(p.restarts for p in processes),
