@@ -33,6 +33,10 @@ variants are compared with each other only, e.g. one chosen variant against itse
 The table: per task and variant, the ST, MTL and MTL-FT dev scores at each run's selected epoch and Δ MTL-FT −
 ST; and the share of MTL steps each task gets under each sampling strategy.
 
+``--confirm VARIANT --task T`` confirms a change that concerns one task (``biosses_epochs``) for less: only
+T's ST and MTL-FT runs are scored on test, for every seed, with the MTL run they start from trained for its
+encoder (dev only); it prints T's test ST, MTL-FT and Δ per seed with the paired bootstrap interval of Δ.
+
 ``--confirm VARIANT`` then reruns one variant for **every seed** of the baseline, with the test sets, into
 ``OUT/VARIANT-confirm``: ``biomtl study`` writes its ``results.md`` (test and dev tables, the bootstrap interval
 of MTL-FT − ST against the reused ST runs), as for the baseline.
@@ -159,6 +163,56 @@ def run_variant(config: dict, args: argparse.Namespace, name: str, out: Path, se
     return {"changes": changes, "reused": reused, "seeds": seeds, "wall_s": time.perf_counter() - start}
 
 
+def confirm_task(config: dict, args: argparse.Namespace, name: str, task: str, seeds: list[int]) -> dict:
+    """``--confirm NAME --task TASK``: the variant's ``st-TASK`` and ``mtlft-TASK`` runs of every seed scored on
+    test (and the MTL run they start from, dev only), reusing what other variants in ``--out`` trained with
+    the same settings; TASK's test ST, MTL-FT and Δ per seed, and the paired bootstrap interval of Δ."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from biomtl.datadirs import DataDirs
+    from biomtl.experiments import bootstrap
+    from biomtl.experiments.execute import execute_all
+    from biomtl.experiments.plan import study_runs
+    from biomtl.experiments.report import main_score, summarize, zero_shot_scores
+    from biomtl.experiments.schema import MTL, deep_merge, load_study, mtl_ft_name, st_name
+
+    logging.basicConfig(level=logging.INFO, format="biomtl: %(message)s", stream=sys.stderr)  # as `biomtl study`
+    hf_logging.set_verbosity_error()  # the load report about the encoder's unused pooler weights
+    out = Path(args.out) / f"{name}-confirm-{task}"
+    path, changes = write_variant(config, args.profile, name, out, dev_only=False)
+    data = yaml.safe_load(path.read_text())  # the MTL run is trained for its encoder: no test scoring
+    data["profiles"][args.profile] = deep_merge(data["profiles"][args.profile], {"mtl": {"evaluate_test": False}})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    others = sorted(d for d in Path(args.out).iterdir() if d.is_dir() and d != out)
+    reused = reuse_runs(path, args.profile, seeds, others, args.data)
+    study = load_study(path, args.profile, None, len(seeds), None, DataDirs.from_env(prepared=args.data))
+    wanted = {st_name(task), MTL, mtl_ft_name(task)}
+    start = time.perf_counter()
+    results = execute_all(study, [r for r in study_runs(study) if r.name in wanted], "confirm", progress=False)
+    wall = time.perf_counter() - start
+    per_seed = {setting: [main_score(results[(seed, run)], "test", task) for seed in study.seeds]
+                for setting, run in (("st", st_name(task)), ("mtl_ft", mtl_ft_name(task)))}
+    deltas = [ft - st for st, ft in zip(per_seed["st"], per_seed["mtl_ft"], strict=True)]  # type: ignore[operator]
+    interval = bootstrap.paired_interval({task: bootstrap._paired_task(study, results, task)})["tasks"][task]
+    zero_shot = zero_shot_scores(study).get(task)
+    stats = {"st": summarize(per_seed["st"]), "mtl_ft": summarize(per_seed["mtl_ft"]), "delta": summarize(deltas)}
+
+    def cell(summary: dict | None, signed: bool = False) -> str:
+        assert summary is not None
+        sign = "+" if signed else ""
+        return f"{100 * summary['mean']:{sign}.1f} ± {100 * (summary['sd'] or 0):.1f}"
+
+    header = ["task", "zero-shot", "ST", "MTL-FT", "Δ MTL-FT − ST", *[f"Δ seed {k}" for k in study.seeds], "95 % interval"]
+    row = [task, "—" if zero_shot is None else f"{100 * zero_shot:.1f}", cell(stats["st"]), cell(stats["mtl_ft"]),
+           cell(stats["delta"], True), *[f"{100 * d:+.1f}" for d in deltas],
+           f"[{100 * interval['low']:+.1f}, {100 * interval['high']:+.1f}]"]
+    table = markdown_table(header, [row]) + f"\n\n{name}, {len(seeds)} seeds, test, ×100; machine: {machine_line(machine())}"
+    return {"changes": changes, "reused": reused, "seeds": seeds, "wall_s": wall, "task": task, "test": per_seed,
+            "summary": stats, "interval": interval, "zero_shot": zero_shot, "table": table}
+
+
 def dev_scores(run_dir: Path) -> dict[str, float]:
     result = json.loads((run_dir / "result.json").read_text())
     return {t: 100 * result["dev"][t][result["main_metric"][t]] for t in result["tasks"]}
@@ -201,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; a+b combines two")
     p.add_argument("--confirm", default=None, metavar="VARIANT",
                    help="rerun this variant for every seed of the baseline, test sets included")
+    p.add_argument("--task", default=None,
+                   help="with --confirm: only this task's ST and MTL-FT runs (and their MTL run, dev only)")
     p.add_argument("--data", default=None, help="prepared task files (else $BIOMTL_DATA)")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
@@ -218,6 +274,13 @@ def main(argv: list[str] | None = None) -> None:
         else:  # the profile's seeds
             count = profile.get("seeds", config.get("seeds", 3))
             seeds = list(range(1, count + 1)) if isinstance(count, int) else list(count)
+        if args.task:
+            if args.task not in tasks:
+                raise SystemExit(f"--task: '{args.task}' is not one of the study's tasks ({', '.join(tasks)})")
+            row = confirm_task(config, args, args.confirm, args.task, seeds)
+            print(row["table"])
+            write_json(args.json_out, {"command": command_line(), "machine": machine(), "args": vars(args), "result": row})
+            return
         vdir = out / f"{args.confirm}-confirm"
         row = run_variant(config, args, args.confirm, vdir, seeds, dev_only=False)
         print((vdir / "results.md").read_text())
