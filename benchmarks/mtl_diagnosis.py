@@ -99,12 +99,15 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
     return changes
 
 
-def write_variant(config: dict, profile: str, name: str, out: Path, dev_only: bool = True) -> tuple[Path, dict]:
-    """The variant's study config, written into its output directory, and its changes."""
+def write_variant(
+    config: dict, profile: str, name: str, out: Path, dev_only: bool = True, extra: dict[str, Any] | None = None,
+) -> tuple[Path, dict]:
+    """The variant's study config, written into its output directory, and its changes (``extra``: more profile
+    keys, merged over the variant's)."""
     from biomtl.experiments.schema import deep_merge
 
     data = copy.deepcopy(config)
-    changes = variant_changes(name, data["profiles"][profile], list(data["tasks"]), dev_only)
+    changes = deep_merge(variant_changes(name, data["profiles"][profile], list(data["tasks"]), dev_only), extra or {})
     data["profiles"][profile] = deep_merge(data["profiles"][profile], {**changes, "output_dir": str(out)})
     out.mkdir(parents=True, exist_ok=True)
     path = out / "study.yaml"
@@ -175,16 +178,15 @@ def confirm_task(config: dict, args: argparse.Namespace, name: str, task: str, s
     from biomtl.experiments import bootstrap
     from biomtl.experiments.execute import execute_all
     from biomtl.experiments.plan import study_runs
-    from biomtl.experiments.report import main_score, summarize, zero_shot_scores
-    from biomtl.experiments.schema import MTL, deep_merge, load_study, mtl_ft_name, st_name
+    from biomtl.experiments.report import format_stat, main_score, summarize, zero_shot_scores
+    from biomtl.experiments.schema import MTL, load_study, mtl_ft_name, st_name
 
     logging.basicConfig(level=logging.INFO, format="biomtl: %(message)s", stream=sys.stderr)  # as `biomtl study`
     hf_logging.set_verbosity_error()  # the load report about the encoder's unused pooler weights
+    hf_logging.disable_progress_bar()
     out = Path(args.out) / f"{name}-confirm-{task}"
-    path, changes = write_variant(config, args.profile, name, out, dev_only=False)
-    data = yaml.safe_load(path.read_text())  # the MTL run is trained for its encoder: no test scoring
-    data["profiles"][args.profile] = deep_merge(data["profiles"][args.profile], {"mtl": {"evaluate_test": False}})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # the MTL run is trained for its encoder only: no test scoring
+    path, changes = write_variant(config, args.profile, name, out, dev_only=False, extra={"mtl": {"evaluate_test": False}})
     others = sorted(d for d in Path(args.out).iterdir() if d.is_dir() and d != out)
     reused = reuse_runs(path, args.profile, seeds, others, args.data)
     study = load_study(path, args.profile, None, len(seeds), None, DataDirs.from_env(prepared=args.data))
@@ -195,18 +197,13 @@ def confirm_task(config: dict, args: argparse.Namespace, name: str, task: str, s
     per_seed = {setting: [main_score(results[(seed, run)], "test", task) for seed in study.seeds]
                 for setting, run in (("st", st_name(task)), ("mtl_ft", mtl_ft_name(task)))}
     deltas = [ft - st for st, ft in zip(per_seed["st"], per_seed["mtl_ft"], strict=True)]  # type: ignore[operator]
-    interval = bootstrap.paired_interval({task: bootstrap._paired_task(study, results, task)})["tasks"][task]
+    interval = bootstrap.paired_interval({task: bootstrap.paired_task(study, results, task)})["tasks"][task]
     zero_shot = zero_shot_scores(study).get(task)
     stats = {"st": summarize(per_seed["st"]), "mtl_ft": summarize(per_seed["mtl_ft"]), "delta": summarize(deltas)}
 
-    def cell(summary: dict | None, signed: bool = False) -> str:
-        assert summary is not None
-        sign = "+" if signed else ""
-        return f"{100 * summary['mean']:{sign}.1f} ± {100 * (summary['sd'] or 0):.1f}"
-
     header = ["task", "zero-shot", "ST", "MTL-FT", "Δ MTL-FT − ST", *[f"Δ seed {k}" for k in study.seeds], "95 % interval"]
-    row = [task, "—" if zero_shot is None else f"{100 * zero_shot:.1f}", cell(stats["st"]), cell(stats["mtl_ft"]),
-           cell(stats["delta"], True), *[f"{100 * d:+.1f}" for d in deltas],
+    row = [task, "—" if zero_shot is None else f"{100 * zero_shot:.1f}", format_stat(stats["st"]),
+           format_stat(stats["mtl_ft"]), format_stat(stats["delta"], signed=True), *[f"{100 * d:+.1f}" for d in deltas],
            f"[{100 * interval['low']:+.1f}, {100 * interval['high']:+.1f}]"]
     table = markdown_table(header, [row]) + f"\n\n{name}, {len(seeds)} seeds, test, ×100; machine: {machine_line(machine())}"
     return {"changes": changes, "reused": reused, "seeds": seeds, "wall_s": wall, "task": task, "test": per_seed,

@@ -105,14 +105,16 @@ def study_interval(study: Study, results: dict[tuple[int, str], dict]) -> dict[s
     ``{"skipped": why}`` when the runs cannot give one (the study's tables do not need it)."""
     settings = {"n_resamples": N_RESAMPLES, "seed": SEED, "level": LEVEL, "split": "test"}
     try:
-        tasks = {task: _paired_task(study, results, task) for task in study.tasks}
+        tasks = {task: paired_task(study, results, task) for task in study.tasks}
     except NoInterval as e:
         log.warning("no bootstrap interval: %s", e)
         return {**settings, "skipped": str(e)}
     return {**settings, "units": {t: p.st[0].unit for t, p in tasks.items()}, **paired_interval(tasks)}
 
 
-def _paired_task(study: Study, results: dict[tuple[int, str], dict], task: str) -> PairedTask:
+def paired_task(study: Study, results: dict[tuple[int, str], dict], task: str) -> PairedTask:
+    """One task's saved test predictions of the study's ST and MTL-FT runs, every seed, as statistics to resample
+    (:func:`paired_interval`); :class:`NoInterval` says why they cannot be."""
     task_type = make_task(load_dataset_spec(study.tasks[task], study.data_dirs))
     paired: dict[str, list[ScoreStatistics]] = {"st": [], "mtl_ft": []}
     ids: list[str] | None = None
