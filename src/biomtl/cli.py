@@ -462,7 +462,7 @@ def _add_training_commands(sub: Any) -> None:
         p = sub.add_parser(name, help=help_)
         p.add_argument("config")
         p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
-        p.add_argument("--profile", default="quick", help="a profile of the study config (blue-public.yaml: quick, cpu, full, paper)")
+        p.add_argument("--profile", default="quick", help="a profile of the study config (blue-public.yaml: quick, cpu, cpu-b16, full, paper)")
         p.add_argument("--seeds", type=int, help="number of seeds (default: the profile's)")
         p.add_argument("--output-dir")
         p.add_argument("--quiet", action="store_true")
