@@ -34,7 +34,7 @@ def validate(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_validate_accepts_the_shipped_study_config(capsys):
     assert validate(SHIPPED, capsys) == (
-        0, f"{SHIPPED}: ok (study config, 13 runs per seed; profiles quick 1 seed, cpu 3 seeds, full 3 seeds, paper 3 seeds)\n", []
+        0, f"{SHIPPED}: ok (study config, 13 runs per seed; profiles quick 1 seed, cpu 3 seeds, cpu-b16 3 seeds, full 3 seeds, paper 3 seeds)\n", []
     )
 
 
