@@ -13,6 +13,8 @@ with one change per variant and nothing else changed (``--variants``):
   so that both settings see each example equally often again;
 * ``biosses_out`` — BIOSSES is left out of the MTL run (``mtl_tasks``); its MTL-FT run still starts from the MTL
   encoder (the bi-encoder has no head to keep), so MTL cannot spend BIOSSES's few steps pulling its encoder;
+* ``mtl_lr`` — the MTL run moves the shared encoder at half the profile's LR (``mtl.lr`` / 2; the heads keep
+  ``head_lr``), so that MTL moves the embedding space the similarity bi-encoder's cosine relies on less;
 * ``biosses_epochs`` — BIOSSES's own budget: 3× the profile's BIOSSES epochs in ST and in MTL-FT alike, the
   epoch still selected on dev (64 pairs: a few more seconds per run);
 * ``a+b`` — both changes, e.g. ``mtl_epochs+st_epochs``.
@@ -60,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
-VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "biosses_out", "biosses_epochs")
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "biosses_out", "biosses_epochs")
 SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
@@ -78,6 +80,7 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
     default: int = RunConfig.epochs  # what a run uses when the profile names none (the class default)
     epochs = {s: (profile.get(s) or {}).get("epochs") or (profile.get("base") or {}).get("epochs") or default
               for s in ("st", "mtl", "mtl_ft")}
+    mtl_lr: float = (profile.get("mtl") or {}).get("lr") or (profile.get("base") or {}).get("lr") or RunConfig.lr
     for part in name.split("+"):
         if part == "keep_heads":
             change: dict[str, Any] = {"keep_heads": True, "mtl_ft": section["mtl_ft"]}
@@ -87,6 +90,8 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             change = {"mtl": {"epochs": 2 * epochs["mtl"], **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "st_epochs":  # the control for mtl_epochs: ST sees each example as often as MTL + MTL-FT
             change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
+        elif part == "mtl_lr":  # the encoder's LR only: fresh heads still need head_lr to learn in MTL's steps
+            change = {"mtl": {"lr": mtl_lr / 2, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change

@@ -87,3 +87,28 @@ def test_the_biosses_variants_of_the_diagnosis_change_only_biosses_runs(tmp_path
             assert epochs[name].config.epochs == run.config.epochs, name
             assert out[name].config.replace(output_dir="", init_from=None) == run.config.replace(
                 output_dir="", init_from=None), name
+
+
+def test_the_mtl_lr_variant_halves_the_encoder_lr_of_the_mtl_run_only(tmp_path: Path, monkeypatch) -> None:
+    """``mtl_lr``: the MTL run's encoder LR is half the profile's, its heads keep ``head_lr``; ST runs are
+    those of the profile, so a study can reuse them."""
+    import yaml
+
+    from biomtl.experiments.plan import study_runs
+    from biomtl.experiments.schema import load_study
+
+    diagnosis = _load(BENCHMARKS / "mtl_diagnosis.py", monkeypatch)
+    config = yaml.safe_load(diagnosis.STUDY.read_text())
+
+    def runs(variant: str) -> dict:
+        path, _ = diagnosis.write_variant(config, "cpu-b16", variant, tmp_path / variant, dev_only=False)
+        return {r.name: r for r in study_runs(load_study(path, "cpu-b16", seeds=1))}
+
+    plain, slow = runs("keep_heads"), runs("keep_heads+mtl_lr")
+    assert slow["mtl"].config.lr == plain["mtl"].config.lr / 2
+    assert slow["mtl"].config.head_lr == plain["mtl"].config.head_lr is not None
+    for name, run in plain.items():
+        if name.startswith("st-"):
+            assert slow[name].config.replace(output_dir="") == run.config.replace(output_dir=""), name
+        elif name.startswith("mtlft-"):
+            assert slow[name].config.lr == run.config.lr, name
