@@ -112,3 +112,24 @@ def test_the_mtl_lr_variant_halves_the_encoder_lr_of_the_mtl_run_only(tmp_path: 
             assert slow[name].config.replace(output_dir="") == run.config.replace(output_dir=""), name
         elif name.startswith("mtlft-"):
             assert slow[name].config.lr == run.config.lr, name
+
+
+def test_embedding_drift_scores_each_directory_s_encoder_with_the_weight_free_head(
+    tiny_encoder: str, toy_tasks: dict, tmp_path: Path, monkeypatch
+) -> None:
+    """A model directory that holds the untrained encoder scores exactly as the encoder zero-shot; one whose
+    encoder was trained on another task scores with that encoder, not the untrained one."""
+    from conftest import train_toy_model
+
+    from biomtl.model import MultiTaskModel
+    from biomtl.tasks import load_dataset_spec
+
+    drift = _load(BENCHMARKS / "embedding_drift.py", monkeypatch)
+    untouched = tmp_path / "untouched"
+    MultiTaskModel.from_encoder(tiny_encoder, {"toy-rel": load_dataset_spec(toy_tasks["toy-rel"])}, max_length=32).save(untouched)
+    trained = train_toy_model([toy_tasks["toy-rel"]], tiny_encoder, tmp_path / "rel", epochs=2)
+    rows = drift.drift([str(untouched), str(trained)], str(toy_tasks["toy-sts"]), encoder=tiny_encoder)
+    zero, same, moved = rows
+    assert same["trained"] == moved["trained"] == ["toy-rel"] and zero["trained"] == []
+    assert (same["dev"], same["test"]) == pytest.approx((zero["dev"], zero["test"]))
+    assert (moved["dev"], moved["test"]) != pytest.approx((zero["dev"], zero["test"]))

@@ -1,0 +1,81 @@
+"""How far training on each task moves the similarity bi-encoder's embedding space (issue 10, the BIOSSES loss).
+
+The bi-encoder scores a BIOSSES pair by the cosine of the two sentences' mean-pooled embeddings, so any run
+that moves the shared encoder changes that score, whatever task it trained. This script takes the **encoder**
+of each given model directory (an ST run of another task, an MTL run, ...), puts the weight-free bi-encoder
+head on it, and scores BIOSSES dev and test zero-shot, next to the untrained encoder. Nothing is trained or
+tuned; a drop says that task's training pulled the embedding space away from what the cosine needs::
+
+    python benchmarks/embedding_drift.py runs/blue-public-cpu-b16/seed1/st-* runs/blue-public-cpu-b16/seed1/mtl \\
+        --json-out results/embedding-drift.json
+
+Each row: the directory, the tasks it trained, and Pearson ×100 on dev (16 pairs) and test (20 pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
+
+TASK = "biosses"
+
+
+def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, encoder: str = "default") -> list[dict]:
+    """One row per model directory, after the untrained ``encoder`` the runs started from (``default``: the
+    embedded one): ``{"model", "trained", "dev", "test"}``, the main metric ×100 of ``task`` (a task with a
+    weight-free head: similarity) with each directory's encoder."""
+    import torch
+
+    from biomtl.config import with_files
+    from biomtl.data.readers import read_split
+    from biomtl.datadirs import DataDirs
+    from biomtl.evaluate import evaluate, score, zero_shot_model
+    from biomtl.inference import predict_features
+    from biomtl.model import MultiTaskModel
+
+    dirs = DataDirs.from_env(prepared=data)
+    rows = [{"model": f"{encoder} (untrained)", "trained": [],
+             **{e.split: 100 * e.scores[e.main_metric] for split in ("dev", "test")
+                for e in evaluate(encoder, task, split, dirs, precision="fp32")}}]
+    for directory in model_dirs:
+        trained = MultiTaskModel.load(directory)
+        probe = zero_shot_model(encoder, task, dirs, trained.max_length)
+        (name,) = probe.specs  # the task's name (``task`` may be a config path)
+        probe.encoder.load_state_dict(trained.encoder.state_dict())  # the trained encoder, the weight-free head
+        probe.eval()
+        row: dict = {"model": directory, "trained": list(trained.specs)}
+        for split in ("dev", "test"):
+            examples = read_split(with_files(probe.specs[name], dirs), split)
+            features = probe.tasks[name].encode(examples, probe.tokenizer, probe.max_length)
+            predictions = predict_features(probe, name, features, len(examples), 64, torch.device("cpu"), None)
+            row[split] = 100 * score(probe, name, examples, predictions)[probe.specs[name].main_metric]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model_dirs", nargs="+", help="model directories (a run's best/ or the run directory)")
+    p.add_argument("--task", default=TASK, help="a similarity task (its head has no weights); default biosses")
+    p.add_argument("--encoder", default="default", help="the encoder the runs started from (default: the embedded one)")
+    p.add_argument("--data", default=None, help="prepared task files (else $BIOMTL_DATA)")
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report about the encoder's unused pooler weights, per directory
+    hf_logging.disable_progress_bar()
+    dirs = [str(Path(d) / "best") if (Path(d) / "best").is_dir() else d for d in args.model_dirs]
+    rows = drift(dirs, args.task, args.data, args.encoder)
+    print(markdown_table(["encoder from", "trained on", f"{args.task} dev", f"{args.task} test"],
+                         [[r["model"], ", ".join(r["trained"]) or "—", f"{r['dev']:.1f}", f"{r['test']:.1f}"] for r in rows]))
+    print(f"\nmachine: {machine_line(machine())}")
+    write_json(args.json_out, {"command": command_line(), "machine": machine(), "args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
