@@ -571,6 +571,7 @@ class RunConfig:
     sampling: str = "proportional"
     temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=dict)
+    geometry_anchor: float = 0.0  # > 0: hold the pairwise cosines of pooled embeddings (biomtl.anchor)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # caps dev and, with cap_test, test
     cap_test: bool = True  # false: max_eval_examples caps dev only and every test example is scored
@@ -612,6 +613,8 @@ class RunConfig:
             p.append(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.weight_decay < 0:
             p.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
+        if not (self.geometry_anchor >= 0 and math.isfinite(self.geometry_anchor)):
+            p.append(f"geometry_anchor: must be a number >= 0, got {self.geometry_anchor}")
         for key, options in (
             ("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING), ("similarity", ("auto", *SIMILARITY))
         ):

@@ -32,6 +32,7 @@ from biomtl.datadirs import DataDirs
 from biomtl.errors import BiomtlError, ConfigError, ModelDirError
 from biomtl.packing import TRAIN_ROUND_TO, PackedEncoder
 from biomtl.tasks import TASK_TYPES, HeadSettings, TaskType, load_dataset_spec, make_task
+from biomtl.tasks.base import mean_pool
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +227,13 @@ class MultiTaskModel(nn.Module):
                               "(it must take position_ids and use transformers' attention functions); use pack: false")
         self.packed = packed
 
-    def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, task: str, batch: dict[str, torch.Tensor], pooled: bool = False) -> Any:
+        """The head's logits; ``pooled``: ``(logits, mean-pooled states of the rows the encoder read)``, for the
+        geometry anchor (:mod:`biomtl.anchor`)."""
         inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
         hidden = self.encode(inputs)
-        return self.heads[task](hidden, inputs["attention_mask"], **self.tasks[task].head_inputs(inputs))
+        logits = self.heads[task](hidden, inputs["attention_mask"], **self.tasks[task].head_inputs(inputs))
+        return (logits, mean_pool(hidden, inputs["attention_mask"])) if pooled else logits
 
     def forward_all(self, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
         return self.run_heads(self.encode(batch), batch, tasks or None)

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from biomtl import distributed
+from biomtl.anchor import GeometryAnchor
 from biomtl.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from biomtl.config import DatasetSpec, RunConfig
 from biomtl.data.cache import FEATURES, FeatureCache, split_key
@@ -207,19 +208,27 @@ def train_step(
     grad_clip: float,
     dtype: torch.dtype | None = None,
     loss_weight: float = 1.0,
-    forward: Callable[[str, Batch], torch.Tensor] | None = None,
+    forward: Callable[..., Any] | None = None,
+    anchor: GeometryAnchor | None = None,
 ) -> torch.Tensor:
     """One optimizer step on one task's batch (already on the model's device): forward under autocast in
     ``dtype`` and the device's attention kernels (:func:`biomtl.inference.device_compute`), loss ×
     ``loss_weight``, backward, gradient clipping, optimizer and LR-schedule step.
 
-    ``forward`` is the model's ``torch.compile`` wrapper when there is one. Returns the unweighted loss,
+    ``forward`` is the model's ``torch.compile`` wrapper when there is one; ``anchor`` adds the geometry term
+    (:mod:`biomtl.anchor`), weighted like the task's loss. Returns the unweighted loss of the task alone,
     detached and still on the device (reading it would make the host wait for the step).
     """
+    run = model if forward is None else forward
     with device_compute(batch["input_ids"].device, dtype):
-        logits = (model if forward is None else forward)(task, batch)
+        if anchor is None:
+            logits = run(task, batch)
+        else:
+            logits, pooled = run(task, batch, pooled=True)
+            geometry = anchor.loss(pooled, model.tasks[task].encoder_batch(batch))
     loss = model.tasks[task].loss(logits, batch)
-    (loss * loss_weight).backward()
+    total = loss if anchor is None else loss + anchor.weight * geometry
+    (total * loss_weight).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
@@ -322,6 +331,7 @@ def train(
     scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
     wrapped = distributed.wrap(model, device)
     forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
+    anchor = GeometryAnchor.of(model.encoder, config.geometry_anchor)  # before a resumed run loads its checkpoint
     state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
@@ -338,7 +348,7 @@ def train(
         bar = tqdm(total=len(schedule), initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                    disable=not progress or not ranks.is_main, dynamic_ncols=True, leave=False)
         for task, batch, share in _batches(model, data, schedule[state.step_in_epoch :], device, ranks):
-            loss = train_step(model, task, batch, optimizer, scheduler, grad_clip=config.grad_clip, dtype=dtype,
+            loss = train_step(model, task, batch, optimizer, scheduler, grad_clip=config.grad_clip, dtype=dtype, anchor=anchor,
                               loss_weight=config.loss_weights.get(task, 1.0) * share.weight, forward=forward)
             state.record_step(task, distributed.global_loss(loss, share))
             bar.update(1)
