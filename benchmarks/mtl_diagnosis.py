@@ -11,6 +11,9 @@ with one change per variant and nothing else changed (``--variants``):
 * ``mtl_epochs`` — MTL trains twice the profile's epochs (``mtl.epochs`` × 2);
 * ``st_epochs`` — the control for ``mtl_epochs``: ST trains as many epochs as MTL (×2) and MTL-FT together,
   so that both settings see each example equally often again;
+* ``anchor`` (``anchorW``) — the MTL run adds the geometry anchor (``mtl.geometry_anchor: W``, default 10;
+  :mod:`biomtl.anchor`): each batch's pairwise cosines of mean-pooled embeddings are held to the untrained
+  encoder's, so that the other tasks move the space BIOSSES's cosine reads less;
 * ``biosses_out`` — BIOSSES is left out of the MTL run (``mtl_tasks``); its MTL-FT run still starts from the MTL
   encoder (the bi-encoder has no head to keep), so MTL cannot spend BIOSSES's few steps pulling its encoder;
 * ``mtl_lr`` — the MTL run moves the shared encoder at half the profile's LR (``mtl.lr`` / 2; the heads keep
@@ -62,7 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
-VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "biosses_out", "biosses_epochs")
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "biosses_out", "biosses_epochs")
+ANCHOR = 10.0  # ``anchor``'s weight; ``anchorW`` names another
 SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
@@ -92,6 +96,8 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
         elif part == "mtl_lr":  # the encoder's LR only: fresh heads still need head_lr to learn in MTL's steps
             change = {"mtl": {"lr": mtl_lr / 2, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+        elif part.startswith("anchor") and (part == "anchor" or _number(part[6:]) is not None):
+            change = {"mtl": {"geometry_anchor": _number(part[6:]) or ANCHOR, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change
@@ -102,6 +108,13 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             raise SystemExit(f"unknown variant '{part}' (choose from {', '.join(VARIANTS)}, or join them with +)")
         changes = deep_merge(changes, change)
     return changes
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def write_variant(
@@ -124,6 +137,7 @@ def reuse_runs(study_yaml: Path, profile: str, seeds: list[int], sources: list[P
     """Copy in every finished run of ``sources`` (the baseline, then the other variants) that the variant
     would train with the same settings; an MTL-FT run only together with the MTL run it started from.
     ``biomtl study`` checks the settings again and skips them. Returns what was copied."""
+    from biomtl.config import RunConfig
     from biomtl.datadirs import DataDirs
     from biomtl.experiments.execute import RUNTIME_KEYS
     from biomtl.experiments.plan import study_runs
@@ -144,7 +158,8 @@ def reuse_runs(study_yaml: Path, profile: str, seeds: list[int], sources: list[P
             found = source / f"seed{run.seed}" / run.name
             if not (found / "result.json").is_file() or (run.setting == "mtl_ft" and mtl_from.get(run.seed) != source):
                 continue
-            saved = yaml.safe_load((found / "config.yaml").read_text())
+            # read as --resume reads it: a key the run's biomtl did not have yet takes its default
+            saved = RunConfig.from_dict(yaml.safe_load((found / "config.yaml").read_text())).to_dict()
             if all(saved.get(k) == v for k, v in wanted.items()):
                 shutil.copytree(found, target)
                 mtl_from.update({run.seed: source} if run.setting == "mtl" else {})

@@ -89,9 +89,9 @@ def test_the_biosses_variants_of_the_diagnosis_change_only_biosses_runs(tmp_path
                 output_dir="", init_from=None), name
 
 
-def test_the_mtl_lr_variant_halves_the_encoder_lr_of_the_mtl_run_only(tmp_path: Path, monkeypatch) -> None:
-    """``mtl_lr``: the MTL run's encoder LR is half the profile's, its heads keep ``head_lr``; ST runs are
-    those of the profile, so a study can reuse them."""
+def test_the_mtl_lr_and_anchor_variants_change_the_mtl_run_only(tmp_path: Path, monkeypatch) -> None:
+    """``mtl_lr``: the MTL run's encoder LR is half the profile's, its heads keep ``head_lr``; ``anchorW``: the
+    MTL run alone has ``geometry_anchor: W``; ST runs are those of the profile, so a study can reuse them."""
     import yaml
 
     from biomtl.experiments.plan import study_runs
@@ -104,7 +104,9 @@ def test_the_mtl_lr_variant_halves_the_encoder_lr_of_the_mtl_run_only(tmp_path: 
         path, _ = diagnosis.write_variant(config, "cpu-b16", variant, tmp_path / variant, dev_only=False)
         return {r.name: r for r in study_runs(load_study(path, "cpu-b16", seeds=1))}
 
-    plain, slow = runs("keep_heads"), runs("keep_heads+mtl_lr")
+    plain, slow, anchored = runs("keep_heads"), runs("keep_heads+mtl_lr"), runs("keep_heads+anchor30")
+    assert (plain["mtl"].config.geometry_anchor, anchored["mtl"].config.geometry_anchor) == (0.0, 30.0)
+    assert all(r.config.geometry_anchor == 0.0 for n, r in anchored.items() if n != "mtl")
     assert slow["mtl"].config.lr == plain["mtl"].config.lr / 2
     assert slow["mtl"].config.head_lr == plain["mtl"].config.head_lr is not None
     for name, run in plain.items():
