@@ -9,7 +9,9 @@ tuned; a drop says that task's training pulled the embedding space away from wha
     python benchmarks/embedding_drift.py runs/blue-public-cpu-b16/seed1/st-* runs/blue-public-cpu-b16/seed1/mtl \\
         --json-out results/embedding-drift.json
 
-Each row: the directory, the tasks it trained, and Pearson ×100 on dev (16 pairs) and test (20 pairs).
+Each row: the directory, the tasks it trained, Pearson ×100 on dev (16 pairs) and test (20 pairs), and the
+geometry loss of the anchor (:mod:`biomtl.anchor`: the mean squared change of the pairwise cosines of the
+split's sentences against the untrained encoder; 0: the same geometry). ``--splits dev`` reads dev only.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from common import command_line, machine, machine_line, markdown_table, write_js
 TASK = "biosses"
 
 
-def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, encoder: str = "default") -> list[dict]:
+def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, encoder: str = "default",
+          splits: tuple[str, ...] = ("dev", "test")) -> list[dict]:
     """One row per model directory, after the untrained ``encoder`` the runs started from (``default``: the
-    embedded one): ``{"model", "trained", "dev", "test"}``, the main metric ×100 of ``task`` (a task with a
-    weight-free head: similarity) with each directory's encoder."""
+    embedded one): ``{"model", "trained", split: score, "geometry": {split: loss}}``, the main metric ×100 of
+    ``task`` (a task with a weight-free head: similarity) with each directory's encoder, and the geometry
+    loss (:func:`biomtl.anchor.geometry_loss`) of the split's sentences against the untrained encoder."""
     import torch
 
+    from biomtl.anchor import geometry_loss
     from biomtl.config import with_files
     from biomtl.data.readers import read_split
     from biomtl.datadirs import DataDirs
@@ -38,17 +43,22 @@ def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, enco
     from biomtl.model import MultiTaskModel
 
     dirs = DataDirs.from_env(prepared=data)
-    rows = [{"model": f"{encoder} (untrained)", "trained": [],
-             **{e.split: 100 * e.scores[e.main_metric] for split in ("dev", "test")
+    untrained = zero_shot_model(encoder, task, dirs).eval()
+    (name,) = untrained.specs  # the task's name (``task`` may be a config path)
+    texts = {split: [t for e in read_split(with_files(untrained.specs[name], dirs), split) for t in (e.text, e.text_b)]
+             for split in splits}
+    start = {split: _pooled(untrained, texts[split]) for split in splits}
+    rows = [{"model": f"{encoder} (untrained)", "trained": [], "geometry": {split: 0.0 for split in splits},
+             **{e.split: 100 * e.scores[e.main_metric] for split in splits
                 for e in evaluate(encoder, task, split, dirs, precision="fp32")}}]
     for directory in model_dirs:
         trained = MultiTaskModel.load(directory)
         probe = zero_shot_model(encoder, task, dirs, trained.max_length)
-        (name,) = probe.specs  # the task's name (``task`` may be a config path)
         probe.encoder.load_state_dict(trained.encoder.state_dict())  # the trained encoder, the weight-free head
         probe.eval()
-        row: dict = {"model": directory, "trained": list(trained.specs)}
-        for split in ("dev", "test"):
+        row: dict = {"model": directory, "trained": list(trained.specs),
+                     "geometry": {split: geometry_loss(_pooled(probe, texts[split]), start[split]).item() for split in splits}}
+        for split in splits:
             examples = read_split(with_files(probe.specs[name], dirs), split)
             features = probe.tasks[name].encode(examples, probe.tokenizer, probe.max_length)
             predictions = predict_features(probe, name, features, len(examples), 64, torch.device("cpu"), None)
@@ -57,22 +67,38 @@ def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, enco
     return rows
 
 
+def _pooled(model, texts: list[str]):  # noqa: ANN001, ANN202 - a MultiTaskModel; a tensor (N, H)
+    """Mean-pooled embeddings of ``texts`` under ``model``'s encoder."""
+    import torch
+
+    from biomtl.tasks.base import mean_pool
+
+    batch = model.tokenizer(texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
+    with torch.no_grad():
+        return mean_pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model_dirs", nargs="+", help="model directories (a run's best/ or the run directory)")
     p.add_argument("--task", default=TASK, help="a similarity task (its head has no weights); default biosses")
     p.add_argument("--encoder", default="default", help="the encoder the runs started from (default: the embedded one)")
+    p.add_argument("--splits", default="dev,test", help="comma-separated: dev, test or both (default)")
     p.add_argument("--data", default=None, help="prepared task files (else $BIOMTL_DATA)")
     p.add_argument("--json-out", default=None)
     args = p.parse_args(argv)
+    splits = tuple(args.splits.split(","))
+    if not splits or any(s not in ("dev", "test") for s in splits):
+        p.error(f"--splits: dev, test or dev,test, got '{args.splits}'")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the load report about the encoder's unused pooler weights, per directory
     hf_logging.disable_progress_bar()
     dirs = [str(Path(d) / "best") if (Path(d) / "best").is_dir() else d for d in args.model_dirs]
-    rows = drift(dirs, args.task, args.data, args.encoder)
-    print(markdown_table(["encoder from", "trained on", f"{args.task} dev", f"{args.task} test"],
-                         [[r["model"], ", ".join(r["trained"]) or "—", f"{r['dev']:.1f}", f"{r['test']:.1f}"] for r in rows]))
+    rows = drift(dirs, args.task, args.data, args.encoder, splits)
+    header = ["encoder from", "trained on", *[f"{args.task} {s}" for s in splits], *[f"geometry loss, {s}" for s in splits]]
+    print(markdown_table(header, [[r["model"], ", ".join(r["trained"]) or "—", *[f"{r[s]:.1f}" for s in splits],
+                                   *[f"{r['geometry'][s]:.3f}" for s in splits]] for r in rows]))
     print(f"\nmachine: {machine_line(machine())}")
     write_json(args.json_out, {"command": command_line(), "machine": machine(), "args": vars(args), "rows": rows})
 

@@ -135,3 +135,7 @@ def test_embedding_drift_scores_each_directory_s_encoder_with_the_weight_free_he
     assert same["trained"] == moved["trained"] == ["toy-rel"] and zero["trained"] == []
     assert (same["dev"], same["test"]) == pytest.approx((zero["dev"], zero["test"]))
     assert (moved["dev"], moved["test"]) != pytest.approx((zero["dev"], zero["test"]))
+    assert same["geometry"] == pytest.approx({"dev": 0.0, "test": 0.0}, abs=1e-9)
+    assert min(moved["geometry"].values()) > 1e-6
+    (only_dev,) = drift.drift([str(trained)], str(toy_tasks["toy-sts"]), encoder=tiny_encoder, splits=("dev",))[1:]
+    assert "test" not in only_dev and only_dev["dev"] == pytest.approx(moved["dev"])
