@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
@@ -32,50 +33,52 @@ def drift(model_dirs: list[str], task: str = TASK, data: str | None = None, enco
     embedded one): ``{"model", "trained", split: score, "geometry": {split: loss}}``, the main metric ×100 of
     ``task`` (a task with a weight-free head: similarity) with each directory's encoder, and the geometry
     loss (:func:`biomtl.anchor.geometry_loss`) of the split's sentences against the untrained encoder."""
-    import torch
-
-    from biomtl.anchor import geometry_loss
     from biomtl.config import with_files
     from biomtl.data.readers import read_split
     from biomtl.datadirs import DataDirs
-    from biomtl.evaluate import evaluate, score, zero_shot_model
-    from biomtl.inference import predict_features
+    from biomtl.evaluate import zero_shot_model
     from biomtl.model import MultiTaskModel
 
     dirs = DataDirs.from_env(prepared=data)
     untrained = zero_shot_model(encoder, task, dirs).eval()
     (name,) = untrained.specs  # the task's name (``task`` may be a config path)
-    texts = {split: [t for e in read_split(with_files(untrained.specs[name], dirs), split) for t in (e.text, e.text_b)]
-             for split in splits}
-    start = {split: _pooled(untrained, texts[split]) for split in splits}
-    rows = [{"model": f"{encoder} (untrained)", "trained": [], "geometry": {split: 0.0 for split in splits},
-             **{e.split: 100 * e.scores[e.main_metric] for split in splits
-                for e in evaluate(encoder, task, split, dirs, precision="fp32")}}]
+    examples = {split: read_split(with_files(untrained.specs[name], dirs), split) for split in splits}
+    start = {split: _pooled(untrained, examples[split]) for split in splits}
+    rows = [{"model": f"{encoder} (untrained)", "trained": [], **_scores(untrained, name, examples, start)}]
     for directory in model_dirs:
         trained = MultiTaskModel.load(directory)
         probe = zero_shot_model(encoder, task, dirs, trained.max_length)
         probe.encoder.load_state_dict(trained.encoder.state_dict())  # the trained encoder, the weight-free head
-        probe.eval()
-        row: dict = {"model": directory, "trained": list(trained.specs),
-                     "geometry": {split: geometry_loss(_pooled(probe, texts[split]), start[split]).item() for split in splits}}
-        for split in splits:
-            examples = read_split(with_files(probe.specs[name], dirs), split)
-            features = probe.tasks[name].encode(examples, probe.tokenizer, probe.max_length)
-            predictions = predict_features(probe, name, features, len(examples), 64, torch.device("cpu"), None)
-            row[split] = 100 * score(probe, name, examples, predictions)[probe.specs[name].main_metric]
-        rows.append(row)
+        rows.append({"model": directory, "trained": list(trained.specs), **_scores(probe.eval(), name, examples, start)})
     return rows
 
 
-def _pooled(model, texts: list[str]):  # noqa: ANN001, ANN202 - a MultiTaskModel; a tensor (N, H)
-    """Mean-pooled embeddings of ``texts`` under ``model``'s encoder."""
+def _scores(probe: Any, name: str, examples: dict[str, list], start: dict[str, Any]) -> dict[str, Any]:
+    """``{split: main metric ×100, "geometry": {split: geometry loss against ``start``}}`` for one encoder."""
     import torch
 
-    from biomtl.tasks.base import mean_pool
+    from biomtl.anchor import geometry_loss
+    from biomtl.evaluate import score
+    from biomtl.inference import predict_features
 
+    row: dict[str, Any] = {"geometry": {s: geometry_loss(_pooled(probe, ex), start[s]).item() for s, ex in examples.items()}}
+    for split, exs in examples.items():
+        features = probe.tasks[name].encode(exs, probe.tokenizer, probe.max_length)
+        predictions = predict_features(probe, name, features, len(exs), 64, torch.device("cpu"), None)
+        row[split] = 100 * score(probe, name, exs, predictions)[probe.specs[name].main_metric]
+    return row
+
+
+def _pooled(model: Any, examples: list) -> Any:
+    """Mean-pooled embeddings (N, H) of every sentence of the pairs, under ``model``'s encoder."""
+    import torch
+
+    from biomtl.anchor import mean_pooled
+
+    texts = [t for e in examples for t in (e.text, e.text_b)]
     batch = model.tokenizer(texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt")
     with torch.no_grad():
-        return mean_pool(model.encoder(**batch).last_hidden_state, batch["attention_mask"])
+        return mean_pooled(model.encoder, batch)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,8 +96,9 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
         elif part == "mtl_lr":  # the encoder's LR only: fresh heads still need head_lr to learn in MTL's steps
             change = {"mtl": {"lr": mtl_lr / 2, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
-        elif part.startswith("anchor") and (part == "anchor" or _number(part[6:]) is not None):
-            change = {"mtl": {"geometry_anchor": _number(part[6:]) or ANCHOR, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+        elif part == "anchor" or (part.startswith("anchor") and _number(part[6:]) is not None):
+            weight = ANCHOR if part == "anchor" else _number(part[6:])  # anchor0: the weight 0, not the default
+            change = {"mtl": {"geometry_anchor": weight, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change

@@ -107,6 +107,7 @@ def test_the_mtl_lr_and_anchor_variants_change_the_mtl_run_only(tmp_path: Path, 
     plain, slow, anchored = runs("keep_heads"), runs("keep_heads+mtl_lr"), runs("keep_heads+anchor30")
     assert (plain["mtl"].config.geometry_anchor, anchored["mtl"].config.geometry_anchor) == (0.0, 30.0)
     assert all(r.config.geometry_anchor == 0.0 for n, r in anchored.items() if n != "mtl")
+    assert (runs("anchor")["mtl"].config.geometry_anchor, runs("anchor0")["mtl"].config.geometry_anchor) == (10.0, 0.0)
     assert slow["mtl"].config.lr == plain["mtl"].config.lr / 2
     assert slow["mtl"].config.head_lr == plain["mtl"].config.head_lr is not None
     for name, run in plain.items():

@@ -10,12 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from biomtl.anchor import geometry_loss
+from biomtl.anchor import geometry_loss, mean_pooled
 from biomtl.checkpoint import CHECKPOINT
 from biomtl.config import RunConfig
 from biomtl.errors import ConfigError
 from biomtl.model import MultiTaskModel, load_encoder
-from biomtl.tasks.base import mean_pool
 from biomtl.train import train
 
 TEXTS = ["aspirin lowers the risk", "heparin is given daily", "the cells were lysed", "no change was seen",
@@ -39,9 +38,8 @@ def test_a_bad_weight_is_named(value: float, tiny_encoder: str) -> None:
 
 
 def _pooled(encoder: torch.nn.Module, tokenizer, texts: list[str]) -> torch.Tensor:
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        return mean_pool(encoder.eval()(**batch).last_hidden_state, batch["attention_mask"])
+        return mean_pooled(encoder.eval(), tokenizer(texts, padding=True, return_tensors="pt"))
 
 
 def test_the_anchor_keeps_the_geometry_that_training_on_other_tasks_moves(run_config, tiny_encoder: str,

@@ -33,6 +33,12 @@ def geometry_loss(pooled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((a @ a.T - b @ b.T)[off] ** 2).mean()
 
 
+def mean_pooled(encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean-pooled last states of ``encoder`` (a Hugging Face encoder) on tokenised ``inputs``: (N, H)."""
+    hidden = encoder(**{k: inputs[k] for k in ENCODER_INPUTS if k in inputs}).last_hidden_state
+    return mean_pool(hidden, inputs["attention_mask"])
+
+
 class GeometryAnchor:
     """A frozen copy of ``encoder`` as it is now (the run's start) and the weight of the anchor term."""
 
@@ -49,6 +55,5 @@ class GeometryAnchor:
         """:func:`geometry_loss` of the model's mean-pooled embeddings of ``inputs`` (the rows the encoder read)
         against the frozen encoder's."""
         with torch.no_grad():
-            hidden = self.teacher(**{k: inputs[k] for k in ENCODER_INPUTS if k in inputs}).last_hidden_state
-            target = mean_pool(hidden, inputs["attention_mask"])
+            target = mean_pooled(self.teacher, inputs)
         return geometry_loss(pooled, target)
