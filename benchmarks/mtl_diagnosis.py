@@ -14,6 +14,8 @@ with one change per variant and nothing else changed (``--variants``):
 * ``anchor`` (``anchorW``) — the MTL run adds the geometry anchor (``mtl.geometry_anchor: W``, default 10;
   :mod:`biomtl.anchor`): each batch's pairwise cosines of mean-pooled embeddings are held to the untrained
   encoder's, so that the other tasks move the space BIOSSES's cosine reads less;
+* ``embanchor`` (``embanchorW``) — the same with ``anchor_measure: embeddings`` (default W 10): each text's
+  mean-pooled embedding is held to the untrained encoder's, close pairs as much as unrelated ones;
 * ``biosses_out`` — BIOSSES is left out of the MTL run (``mtl_tasks``); its MTL-FT run still starts from the MTL
   encoder (the bi-encoder has no head to keep), so MTL cannot spend BIOSSES's few steps pulling its encoder;
 * ``mtl_lr`` — the MTL run moves the shared encoder at half the profile's LR (``mtl.lr`` / 2; the heads keep
@@ -65,8 +67,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
-VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "biosses_out", "biosses_epochs")
-ANCHOR = 10.0  # ``anchor``'s weight; ``anchorW`` names another
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "embanchor", "biosses_out",
+            "biosses_epochs")
+ANCHOR = 10.0  # the weight of ``anchor`` and ``embanchor``; ``anchorW``, ``embanchorW`` name another
 SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
@@ -96,9 +99,9 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             change = {"st": {"epochs": 2 * epochs["mtl"] + epochs["mtl_ft"], **section["st"]}}
         elif part == "mtl_lr":  # the encoder's LR only: fresh heads still need head_lr to learn in MTL's steps
             change = {"mtl": {"lr": mtl_lr / 2, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
-        elif part == "anchor" or (part.startswith("anchor") and _number(part[6:]) is not None):
-            weight = ANCHOR if part == "anchor" else _number(part[6:])  # anchor0: the weight 0, not the default
-            change = {"mtl": {"geometry_anchor": weight, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+        elif (kind := _anchor(part)) is not None:
+            measure, weight = kind
+            change = {"mtl": {"geometry_anchor": weight, **measure, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change
@@ -109,6 +112,17 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             raise SystemExit(f"unknown variant '{part}' (choose from {', '.join(VARIANTS)}, or join them with +)")
         changes = deep_merge(changes, change)
     return changes
+
+
+def _anchor(part: str) -> tuple[dict[str, str], float] | None:
+    """``anchor``/``anchorW`` and ``embanchor``/``embanchorW``: (the anchor_measure key, if not the default; the
+    weight); ``None`` for another variant. ``anchor0`` means the weight 0, not the default."""
+    for name, measure in (("anchor", {}), ("embanchor", {"anchor_measure": "embeddings"})):
+        if part == name:
+            return measure, ANCHOR
+        if part.startswith(name) and (weight := _number(part[len(name):])) is not None:
+            return measure, weight
+    return None
 
 
 def _number(text: str) -> float | None:

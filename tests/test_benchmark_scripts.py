@@ -108,6 +108,11 @@ def test_the_mtl_lr_and_anchor_variants_change_the_mtl_run_only(tmp_path: Path, 
     assert (plain["mtl"].config.geometry_anchor, anchored["mtl"].config.geometry_anchor) == (0.0, 30.0)
     assert all(r.config.geometry_anchor == 0.0 for n, r in anchored.items() if n != "mtl")
     assert (runs("anchor")["mtl"].config.geometry_anchor, runs("anchor0")["mtl"].config.geometry_anchor) == (10.0, 0.0)
+    assert anchored["mtl"].config.anchor_measure == "cosines"
+    held = runs("keep_heads+embanchor100")
+    assert (held["mtl"].config.geometry_anchor, held["mtl"].config.anchor_measure) == (100.0, "embeddings")
+    assert all(r.config.anchor_measure == "cosines" for n, r in held.items() if n != "mtl")
+    assert runs("embanchor")["mtl"].config.geometry_anchor == 10.0
     assert slow["mtl"].config.lr == plain["mtl"].config.lr / 2
     assert slow["mtl"].config.head_lr == plain["mtl"].config.head_lr is not None
     for name, run in plain.items():
@@ -137,6 +142,10 @@ def test_embedding_drift_scores_each_directory_s_encoder_with_the_weight_free_he
     assert (same["dev"], same["test"]) == pytest.approx((zero["dev"], zero["test"]))
     assert (moved["dev"], moved["test"]) != pytest.approx((zero["dev"], zero["test"]))
     assert same["geometry"] == pytest.approx({"dev": 0.0, "test": 0.0}, abs=1e-9)
-    assert min(moved["geometry"].values()) > 1e-6
-    (only_dev,) = drift.drift([str(trained)], str(toy_tasks["toy-sts"]), encoder=tiny_encoder, splits=("dev",))[1:]
-    assert "test" not in only_dev and only_dev["dev"] == pytest.approx(moved["dev"])
+    assert same["embedding"] == pytest.approx({"dev": 0.0, "test": 0.0}, abs=1e-6)
+    assert same["agreement"] == pytest.approx({"dev": 100.0, "test": 100.0})
+    assert min(moved["geometry"].values()) > 1e-6 and min(moved["embedding"].values()) > 1e-6
+    assert max(moved["agreement"].values()) < 100.0
+    (no_test,) = drift.drift([str(trained)], str(toy_tasks["toy-sts"]), encoder=tiny_encoder, splits=("train", "dev"))[1:]
+    assert "test" not in no_test and no_test["dev"] == pytest.approx(moved["dev"])
+    assert set(no_test["agreement"]) == {"train", "dev"}

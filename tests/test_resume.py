@@ -47,8 +47,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert ra == rb
 
 
-@pytest.mark.parametrize("changes", [{}, {"group_by_length": False, "pack": True}, {"geometry_anchor": 5.0}],
-                         ids=["grouped", "random-packed", "geometry-anchor"])
+@pytest.mark.parametrize("changes", [{}, {"group_by_length": False, "pack": True}, {"geometry_anchor": 5.0},
+                                     {"geometry_anchor": 5.0, "anchor_measure": "embeddings"}],
+                         ids=["grouped", "random-packed", "geometry-anchor", "embedding-anchor"])
 def test_stopped_run_resumes_identically(run_config, tmp_path, changes):
     """In-process: stop after 13 steps (checkpoints every 5), resume, compare with a straight run; also with
     random batches packed (the NER run configs)."""

@@ -537,6 +537,7 @@ def with_files(spec: DatasetSpec, data_dirs: DataDirs) -> DatasetSpec:
 SAMPLING = ("proportional", "temperature", "round_robin")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLING = ("cls", "mean")
+ANCHOR_MEASURES = ("cosines", "embeddings")  # the keys of biomtl.anchor.MEASURES (no torch here)
 SIMILARITY = ("cross", "biencoder")  # text-pair similarity strategies (biomtl.tasks.regression); a run may say auto
 DEFAULT_MAX_LENGTH = 128  # sub-words per sequence, [CLS] and [SEP] included
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # whether it is available: biomtl.inference
@@ -572,6 +573,7 @@ class RunConfig:
     temperature: float = 2.0
     loss_weights: dict[str, float] = field(default_factory=dict)
     geometry_anchor: float = 0.0  # > 0: hold the pairwise cosines of pooled embeddings (biomtl.anchor)
+    anchor_measure: str = "cosines"  # or embeddings: hold each text's pooled embedding (biomtl.anchor)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # caps dev and, with cap_test, test
     cap_test: bool = True  # false: max_eval_examples caps dev only and every test example is scored
@@ -616,7 +618,8 @@ class RunConfig:
         if not (self.geometry_anchor >= 0 and math.isfinite(self.geometry_anchor)):
             p.append(f"geometry_anchor: must be a number >= 0, got {self.geometry_anchor}")
         for key, options in (
-            ("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING), ("similarity", ("auto", *SIMILARITY))
+            ("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING), ("similarity", ("auto", *SIMILARITY)),
+            ("anchor_measure", ANCHOR_MEASURES),
         ):
             value = getattr(self, key)
             if value not in options:

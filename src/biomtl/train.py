@@ -331,7 +331,7 @@ def train(
     scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
     wrapped = distributed.wrap(model, device)
     forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
-    anchor = GeometryAnchor.of(model.encoder, config.geometry_anchor)  # before a resumed run loads its checkpoint
+    anchor = GeometryAnchor.of(model.encoder, config.geometry_anchor, config.anchor_measure)  # before any resume
     state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
