@@ -16,6 +16,9 @@ with one change per variant and nothing else changed (``--variants``):
   encoder's, so that the other tasks move the space BIOSSES's cosine reads less;
 * ``embanchor`` (``embanchorW``) — the same with ``anchor_measure: embeddings`` (default W 10): each text's
   mean-pooled embedding is held to the untrained encoder's, close pairs as much as unrelated ones;
+* ``simanchor`` (``simanchorW``) — the embeddings anchor measured on BIOSSES's training sentences instead of
+  each batch's texts (``anchor_texts: biosses``): the space the similarity task scores is held, the other
+  tasks' texts are free to move;
 * ``biosses_out`` — BIOSSES is left out of the MTL run (``mtl_tasks``); its MTL-FT run still starts from the MTL
   encoder (the bi-encoder has no head to keep), so MTL cannot spend BIOSSES's few steps pulling its encoder;
 * ``mtl_lr`` — the MTL run moves the shared encoder at half the profile's LR (``mtl.lr`` / 2; the heads keep
@@ -67,9 +70,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, machine_line, markdown_table, write_json  # noqa: E402
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
-VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "embanchor", "biosses_out",
-            "biosses_epochs")
-ANCHOR = 10.0  # the weight of ``anchor`` and ``embanchor``; ``anchorW``, ``embanchorW`` name another
+VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "embanchor", "simanchor",
+            "biosses_out", "biosses_epochs")
+ANCHOR = 10.0  # the weight of ``anchor``, ``embanchor``, ``simanchor``; ``anchorW`` etc. name another
 SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
@@ -102,6 +105,8 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
         elif (kind := _anchor(part)) is not None:
             measure, weight = kind
             change = {"mtl": {"geometry_anchor": weight, **measure, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
+            if "anchor_texts" in measure:  # pair runs read the mtl section too; they have no BIOSSES to hold
+                change["pairwise"] = {"geometry_anchor": 0.0, "anchor_texts": None}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change
@@ -114,10 +119,11 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
     return changes
 
 
-def _anchor(part: str) -> tuple[dict[str, str], float] | None:
-    """``anchor``/``anchorW`` and ``embanchor``/``embanchorW``: (the anchor_measure key, if not the default; the
-    weight); ``None`` for another variant. ``anchor0`` means the weight 0, not the default."""
-    for name, measure in (("anchor", {}), ("embanchor", {"anchor_measure": "embeddings"})):
+def _anchor(part: str) -> tuple[dict[str, Any], float] | None:
+    """``anchor``/``anchorW``, ``embanchor``/``embanchorW``, ``simanchor``/``simanchorW``: (the MTL run's anchor
+    keys other than the weight; the weight); ``None`` for another variant. ``anchor0`` means the weight 0."""
+    held = {"anchor_measure": "embeddings"}
+    for name, measure in (("anchor", {}), ("embanchor", held), ("simanchor", {**held, "anchor_texts": SMALL})):
         if part == name:
             return measure, ANCHOR
         if part.startswith(name) and (weight := _number(part[len(name):])) is not None:

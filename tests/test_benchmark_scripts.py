@@ -113,6 +113,10 @@ def test_the_mtl_lr_and_anchor_variants_change_the_mtl_run_only(tmp_path: Path, 
     assert (held["mtl"].config.geometry_anchor, held["mtl"].config.anchor_measure) == (100.0, "embeddings")
     assert all(r.config.anchor_measure == "cosines" for n, r in held.items() if n != "mtl")
     assert runs("embanchor")["mtl"].config.geometry_anchor == 10.0
+    texts = runs("simanchor3")
+    assert (texts["mtl"].config.geometry_anchor, texts["mtl"].config.anchor_texts) == (3.0, "biosses")
+    assert texts["mtl"].config.anchor_measure == "embeddings"
+    assert all(r.config.anchor_texts is None for n, r in texts.items() if n != "mtl")
     assert slow["mtl"].config.lr == plain["mtl"].config.lr / 2
     assert slow["mtl"].config.head_lr == plain["mtl"].config.head_lr is not None
     for name, run in plain.items():

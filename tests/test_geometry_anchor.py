@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from biomtl.anchor import MEASURES, embedding_loss, geometry_loss, mean_pooled
+from biomtl.anchor import MEASURES, GeometryAnchor, embedding_loss, geometry_loss, mean_pooled
 from biomtl.checkpoint import CHECKPOINT
 from biomtl.config import ANCHOR_MEASURES, RunConfig
 from biomtl.errors import ConfigError
@@ -51,6 +51,13 @@ def test_an_unknown_measure_is_named(tiny_encoder: str) -> None:
         RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "anchor_measure": "embedding"})
 
 
+def test_anchor_texts_must_name_a_task_of_the_run_and_come_with_a_weight(tiny_encoder: str) -> None:
+    with pytest.raises(ConfigError, match="anchor_texts: 'y' is not one of the run's tasks"):
+        RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "geometry_anchor": 1.0, "anchor_texts": "y"})
+    with pytest.raises(ConfigError, match="anchor_texts: needs geometry_anchor > 0"):
+        RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "anchor_texts": "x"})
+
+
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_a_bad_weight_is_named(value: float, tiny_encoder: str) -> None:
     with pytest.raises(ConfigError, match="geometry_anchor: must be a number >= 0"):
@@ -79,3 +86,53 @@ def test_the_anchor_keeps_what_it_measures_that_training_on_other_tasks_moves(ru
         drift[weight] = MEASURES[measure](_pooled(model.encoder, tokenizer, TEXTS), before).item()
     assert drift[0.0] > 1e-3  # the unanchored run moved the embeddings ...
     assert drift[50.0] < 0.5 * drift[0.0]  # ... the anchored one much less
+
+
+def test_anchor_texts_holds_the_named_task_s_texts_and_leaves_the_others_free(run_config, tiny_encoder: str,
+                                                                              toy_tasks: dict, tmp_path: Path) -> None:
+    """``anchor_texts``: the anchor reads the similarity task's training sentences, a batch-size slice per step.
+    Against the same run without it, those sentences' embeddings move much less; the run still trains."""
+    from biomtl.data.readers import read_split
+    from biomtl.tasks import load_dataset_spec
+
+    sts = read_split(load_dataset_spec(str(toy_tasks["toy-sts"])), "train")
+    held = [t for e in sts for t in (e.text, e.text_b)]
+    start, tokenizer = load_encoder(tiny_encoder, 0.0)
+    before = _pooled(start, tokenizer, held)
+    drift = {}
+    for weight in (0.0, 50.0):
+        out = tmp_path / f"anchor-{weight}"
+        extra = {"geometry_anchor": weight, "anchor_texts": str(toy_tasks["toy-sts"])} if weight else {}
+        train(run_config(["toy-ner", "toy-rel", "toy-sts"], output_dir=str(out), lr=1e-2, epochs=2,
+                         anchor_measure="embeddings", save_predictions=False, **extra), progress=False)
+        model = MultiTaskModel.load(out / "best")
+        model.load_state_dict(load_file(out / CHECKPOINT / "model.safetensors"))  # the last weights
+        drift[weight] = embedding_loss(_pooled(model.encoder, tokenizer, held), before).item()
+    assert drift[0.0] > 1e-3
+    assert drift[50.0] < 0.5 * drift[0.0]
+
+
+def test_the_anchor_s_reference_rows_are_the_task_s_texts_in_order_and_follow_the_step(run_config, toy_tasks: dict) -> None:
+    """The targets are the starting encoder's embeddings of the task's training texts in the split's order;
+    step k reads rows k × batch_size onwards, wrapping round: a target changed in row r shows in the steps
+    that read row r, and only there."""
+    from biomtl.data.readers import read_split
+    from biomtl.model import build_model
+    from biomtl.tasks import load_dataset_spec
+    from biomtl.train import examples_of, load_task_data
+
+    sts = str(toy_tasks["toy-sts"])
+    config = run_config(["toy-ner", "toy-sts"], geometry_anchor=1.0, anchor_texts=sts, anchor_measure="embeddings",
+                        batch_size=5)
+    model = build_model(config).eval()
+    data = load_task_data(model, config)
+    anchor = GeometryAnchor.for_run(model, config, examples_of(data, "train"))
+    held = [t for e in read_split(load_dataset_spec(sts), "train") for t in (e.text, e.text_b)]
+    n, b = len(held), config.batch_size
+    assert anchor is not None and anchor.targets.shape[0] == n and n % b != 0  # so that a slice wraps round
+    torch.testing.assert_close(anchor.targets, _pooled(model.encoder, model.tokenizer, held), atol=1e-5, rtol=1e-4)
+    anchor.targets[n - 1] = -anchor.targets[n - 1]  # only the last row's target differs from the encoder now
+    batch = model.tasks["toy-ner"].collate(data["toy-ner"].features["train"][:2], model.tokenizer.pad_token_id)
+    with torch.no_grad():
+        seen = [anchor.forward(model, model, "toy-ner", batch, step)[1].item() > 0.1 for step in range(2 * n)]
+    assert seen == [(n - 1) in {(step * b + i) % n for i in range(b)} for step in range(2 * n)]

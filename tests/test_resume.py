@@ -48,11 +48,14 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("changes", [{}, {"group_by_length": False, "pack": True}, {"geometry_anchor": 5.0},
-                                     {"geometry_anchor": 5.0, "anchor_measure": "embeddings"}],
-                         ids=["grouped", "random-packed", "geometry-anchor", "embedding-anchor"])
-def test_stopped_run_resumes_identically(run_config, tmp_path, changes):
+                                     {"geometry_anchor": 5.0, "anchor_measure": "embeddings"}, "anchor-texts"],
+                         ids=["grouped", "random-packed", "geometry-anchor", "embedding-anchor", "anchor-texts"])
+def test_stopped_run_resumes_identically(run_config, tmp_path, changes, toy_tasks):
     """In-process: stop after 13 steps (checkpoints every 5), resume, compare with a straight run; also with
-    random batches packed (the NER run configs)."""
+    random batches packed (the NER run configs), and with each kind of anchor (``anchor-texts``: the anchor's
+    reference rows follow the step, so the resumed run reads the same ones)."""
+    if changes == "anchor-texts":
+        changes = {"geometry_anchor": 5.0, "anchor_texts": str(toy_tasks["toy-sts"])}
     straight = run_config(output_dir=str(tmp_path / "straight"), checkpoint_every=5, **changes)
     train(straight, progress=False)
     config = run_config(output_dir=str(tmp_path / "resumed"), checkpoint_every=5, **changes)

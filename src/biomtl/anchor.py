@@ -12,16 +12,26 @@ which texts are close to which is what the term holds.
 model's and the frozen encoder's embedding of the same text (feature distillation, as in Learning without
 Forgetting). It is stricter: every pair's cosine is kept, the close pairs a similarity score ranks as much as
 the many unrelated pairs of a batch, which dominate the pairwise measure; the space may not turn.
+
+``anchor_texts: TASK`` measures on that task's training texts instead of on each batch: at step k the anchor
+reads the next ``batch_size`` of them (in the split's order, from row k × batch_size, wrapping round), under
+the model's encoder, against their embeddings under the starting encoder, computed once. The other tasks'
+own texts are then free to move; what is held is the space of the texts the similarity task scores. This
+costs one more forward and backward pass of ``batch_size`` texts per step, and needs no frozen copy.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from biomtl.data.examples import Example
+from biomtl.errors import ConfigError
 from biomtl.tasks.base import mean_pool
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -51,18 +61,41 @@ def mean_pooled(encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Te
 
 
 class GeometryAnchor:
-    """A frozen copy of ``encoder`` as it is now (the run's start), the weight of the anchor term and what it
-    holds (``measure``: the run key ``anchor_measure``, one of :data:`biomtl.config.ANCHOR_MEASURES`)."""
+    """The anchor term of a run: its weight, its measure (the run key ``anchor_measure``, one of
+    :data:`biomtl.config.ANCHOR_MEASURES`) and what it compares with, either a frozen copy of the encoder as it
+    is now (the run's start), read on each batch, or the starting encoder's embeddings of fixed reference texts
+    (``anchor_texts``), computed now."""
 
-    def __init__(self, encoder: nn.Module, weight: float, measure: str = "cosines") -> None:
-        self.teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
+    def __init__(self, encoder: nn.Module, weight: float, measure: str = "cosines",
+                 reference: dict[str, torch.Tensor] | None = None, rows: int = 16) -> None:
         self.weight = weight
         self.measure = MEASURES[measure]
+        self.reference, self.rows = reference, rows
+        if reference is None:
+            self.teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
+        else:
+            self.targets = _pooled_in_chunks(encoder, reference, rows)
 
     @classmethod
     def of(cls, encoder: nn.Module, weight: float, measure: str = "cosines") -> GeometryAnchor | None:
-        """The anchor of a run with ``geometry_anchor: weight``; ``None`` for 0 (no term, no frozen copy)."""
+        """The anchor of a run with ``geometry_anchor: weight``, on each batch; ``None`` for 0 (no term, no
+        frozen copy)."""
         return cls(encoder, weight, measure) if weight > 0 else None
+
+    @classmethod
+    def for_run(cls, model: Any, config: Any, train: dict[str, list[Example]]) -> GeometryAnchor | None:
+        """The anchor a :class:`~biomtl.config.RunConfig` asks for, on ``model`` (a MultiTaskModel, on its
+        device) as it is now; ``train``: each task's training examples, for ``anchor_texts``."""
+        if not config.anchor_texts:
+            return cls.of(model.encoder, config.geometry_anchor, config.anchor_measure)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise ConfigError("anchor_texts: not supported under torchrun (its extra pass is not synchronised)")
+        name = list(model.specs)[config.tasks.index(config.anchor_texts)]  # a task given by path: its spec's name
+        texts = [t for e in train[name] for t in _texts(e)]
+        device = next(model.encoder.parameters()).device
+        reference = model.tokenizer(texts, padding=True, truncation=True, max_length=config.max_length,
+                                    return_tensors="pt").to(device)
+        return cls(model.encoder, config.geometry_anchor, config.anchor_measure, dict(reference), config.batch_size)
 
     def loss(self, pooled: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The measure of the model's mean-pooled embeddings of ``inputs`` (the rows the encoder read) against
@@ -70,6 +103,37 @@ class GeometryAnchor:
         with torch.no_grad():
             target = mean_pooled(self.teacher, inputs)
         return self.measure(pooled, target)
+
+    def forward(self, model: Any, run: Callable[..., Any], task: str, batch: dict[str, Any],
+                step: int) -> tuple[Any, torch.Tensor]:
+        """The task's logits from ``run`` (the model, or its wrapper) on ``batch`` and the anchor's measure at
+        optimizer step ``step``: on the batch's own texts, or on the reference texts' rows for that step."""
+        if self.reference is None:
+            logits, pooled = run(task, batch, pooled=True)
+            return logits, self.loss(pooled, model.tasks[task].encoder_batch(batch))
+        n = self.targets.shape[0]
+        rows = torch.arange(step * self.rows, (step + 1) * self.rows, device=self.targets.device) % n
+        width = int(self.reference["attention_mask"][rows].sum(1).max())  # the slice's longest text, not the set's
+        inputs = {k: v[rows, :width] for k, v in self.reference.items()}
+        return run(task, batch), self.measure(mean_pooled(model.encoder, inputs), self.targets[rows])
+
+
+def _texts(example: Example) -> list[str]:
+    """The texts of one example: its one or two texts, or its tokens joined."""
+    if example.text is None and example.tokens is not None:
+        return [" ".join(example.tokens)]
+    return [t for t in (example.text, example.text_b) if t is not None]
+
+
+def _pooled_in_chunks(encoder: nn.Module, inputs: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
+    """:func:`mean_pooled` of every row of ``inputs`` (in eval mode, without gradients), ``rows`` at a time."""
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        n = inputs["input_ids"].shape[0]
+        out = torch.cat([mean_pooled(encoder, {k: v[i : i + rows] for k, v in inputs.items()}) for i in range(0, n, rows)])
+    encoder.train(was_training)
+    return out.float()
 
 
 MEASURES = {"cosines": geometry_loss, "embeddings": embedding_loss}  # keys: biomtl.config.ANCHOR_MEASURES

@@ -574,6 +574,7 @@ class RunConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     geometry_anchor: float = 0.0  # > 0: hold the pairwise cosines of pooled embeddings (biomtl.anchor)
     anchor_measure: str = "cosines"  # or embeddings: hold each text's pooled embedding (biomtl.anchor)
+    anchor_texts: str | None = None  # a task: the anchor reads its training texts, not each batch's
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # caps dev and, with cap_test, test
     cap_test: bool = True  # false: max_eval_examples caps dev only and every test example is scored
@@ -624,6 +625,10 @@ class RunConfig:
             value = getattr(self, key)
             if value not in options:
                 p.append(f"{key}: unknown value '{value}'{did_you_mean(value, list(options), 'values')}")
+        if self.anchor_texts is not None and self.anchor_texts not in self.tasks:
+            p.append(f"anchor_texts: '{self.anchor_texts}' is not one of the run's tasks ({', '.join(self.tasks)})")
+        if self.anchor_texts is not None and not self.geometry_anchor > 0:
+            p.append("anchor_texts: needs geometry_anchor > 0 (the anchor's weight)")
         for task in self.loss_weights:
             if task not in self.tasks:
                 p.append(f"loss_weights: '{task}' is not one of the run's tasks ({', '.join(self.tasks)})")

@@ -223,9 +223,8 @@ def train_step(
     with device_compute(batch["input_ids"].device, dtype):
         if anchor is None:
             logits = run(task, batch)
-        else:
-            logits, pooled = run(task, batch, pooled=True)
-            geometry = anchor.loss(pooled, model.tasks[task].encoder_batch(batch))
+        else:  # the step's index picks the anchor's reference rows, the same after a resume
+            logits, geometry = anchor.forward(model, run, task, batch, scheduler.last_epoch)
     loss = model.tasks[task].loss(logits, batch)
     total = loss if anchor is None else loss + anchor.weight * geometry
     (total * loss_weight).backward()
@@ -331,7 +330,7 @@ def train(
     scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
     wrapped = distributed.wrap(model, device)
     forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
-    anchor = GeometryAnchor.of(model.encoder, config.geometry_anchor, config.anchor_measure)  # before any resume
+    anchor = GeometryAnchor.for_run(model, config, examples_of(data, "train"))  # before a resume loads weights
     state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
