@@ -322,15 +322,15 @@ def train(
 
     model = build_model(config, data_dirs)
     data = load_task_data(model, config)
-    distributed.main_first(lambda: prepare_output_dir(out, resume, overwrite))  # only now: a run that fails to start leaves nothing behind
     model.to(device)
+    anchor = GeometryAnchor.for_run(model, config, examples_of(data, "train"))  # may refuse the run; before any resume
+    distributed.main_first(lambda: prepare_output_dir(out, resume, overwrite))  # only now: a run that fails to start leaves nothing behind
 
     sampler = make_sampler(data, config, ranks.world_size)
     optimizer = make_optimizer(model, config, device)
     scheduler = make_scheduler(optimizer, sampler.steps_per_epoch() * config.epochs, config.warmup)
     wrapped = distributed.wrap(model, device)
     forward = torch.compile(wrapped, dynamic=True) if config.compile else wrapped
-    anchor = GeometryAnchor.for_run(model, config, examples_of(data, "train"))  # before a resume loads weights
     state = _resume(out, model, optimizer, scheduler, device) if resuming else TrainState.start(list(data), device)
     write_config(out, config)
     write_metrics(out, state.history)
