@@ -77,17 +77,14 @@ class GeometryAnchor:
             self.targets = _pooled_in_chunks(encoder, reference, rows)
 
     @classmethod
-    def of(cls, encoder: nn.Module, weight: float, measure: str = "cosines") -> GeometryAnchor | None:
-        """The anchor of a run with ``geometry_anchor: weight``, on each batch; ``None`` for 0 (no term, no
-        frozen copy)."""
-        return cls(encoder, weight, measure) if weight > 0 else None
-
-    @classmethod
     def for_run(cls, model: Any, config: Any, train: dict[str, list[Example]]) -> GeometryAnchor | None:
         """The anchor a :class:`~biomtl.config.RunConfig` asks for, on ``model`` (a MultiTaskModel, on its
-        device) as it is now; ``train``: each task's training examples, for ``anchor_texts``."""
+        device) as it is now; ``train``: each task's training examples, for ``anchor_texts``. ``None`` for
+        ``geometry_anchor: 0`` (no term, no frozen copy)."""
+        if not config.geometry_anchor > 0:
+            return None
         if not config.anchor_texts:
-            return cls.of(model.encoder, config.geometry_anchor, config.anchor_measure)
+            return cls(model.encoder, config.geometry_anchor, config.anchor_measure)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             raise ConfigError("anchor_texts: not supported under torchrun (its extra pass is not synchronised)")
         name = list(model.specs)[config.tasks.index(config.anchor_texts)]  # a task given by path: its spec's name
@@ -109,8 +106,8 @@ class GeometryAnchor:
         """The task's logits from ``run`` (the model, or its wrapper) on ``batch`` and the anchor's measure at
         optimizer step ``step``: on the batch's own texts, or on the reference texts' rows for that step."""
         if self.reference is None:
-            logits, pooled = run(task, batch, pooled=True)
-            return logits, self.loss(pooled, model.tasks[task].encoder_batch(batch))
+            logits, pooled, inputs = run(task, batch, pooled=True)
+            return logits, self.loss(pooled, inputs)
         n = self.targets.shape[0]
         rows = torch.arange(step * self.rows, (step + 1) * self.rows, device=self.targets.device) % n
         width = int(self.reference["attention_mask"][rows].sum(1).max())  # the slice's longest text, not the set's

@@ -228,12 +228,12 @@ class MultiTaskModel(nn.Module):
         self.packed = packed
 
     def forward(self, task: str, batch: dict[str, torch.Tensor], pooled: bool = False) -> Any:
-        """The head's logits; ``pooled``: ``(logits, mean-pooled states of the rows the encoder read)``, for the
-        geometry anchor (:mod:`biomtl.anchor`)."""
+        """The head's logits; ``pooled``: ``(logits, mean-pooled states of the rows the encoder read, those
+        rows)``, for the geometry anchor (:mod:`biomtl.anchor`)."""
         inputs = self.tasks[task].encoder_batch(batch)  # the batch itself, or e.g. a bi-encoder's two texts' rows
         hidden = self.encode(inputs)
         logits = self.heads[task](hidden, inputs["attention_mask"], **self.tasks[task].head_inputs(inputs))
-        return (logits, mean_pool(hidden, inputs["attention_mask"])) if pooled else logits
+        return (logits, mean_pool(hidden, inputs["attention_mask"]), inputs) if pooled else logits
 
     def forward_all(self, batch: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
         return self.run_heads(self.encode(batch), batch, tasks or None)
