@@ -25,6 +25,10 @@ with one change per variant and nothing else changed (``--variants``):
   ``head_lr``), so that MTL moves the embedding space the similarity bi-encoder's cosine relies on less;
 * ``biosses_epochs`` — BIOSSES's own budget: 3× the profile's BIOSSES epochs in ST and in MTL-FT alike, the
   epoch still selected on dev (64 pairs: a few more seconds per run);
+* ``bioanchor`` (``bioanchorW``) — BIOSSES's ST and MTL-FT runs alike hold each sentence's embedding to the
+  **pretrained** encoder's (``geometry_anchor: W``, default 10, ``anchor_measure: embeddings``, ``anchor_to:
+  encoder``): the MTL-FT run is pulled back from where MTL moved the space while it learns BIOSSES, the ST
+  run (which starts from the pretrained encoder) is held by the same term; no other run changes;
 * ``a+b`` — both changes, e.g. ``mtl_epochs+st_epochs``.
 
 Each variant is a copy of the study config with its changes in the profile and its own ``output_dir``. Every
@@ -71,8 +75,8 @@ from common import command_line, machine, machine_line, markdown_table, write_js
 
 STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "blue-public.yaml"
 VARIANTS = ("keep_heads", "temperature", "mtl_epochs", "st_epochs", "mtl_lr", "anchor", "embanchor", "simanchor",
-            "biosses_out", "biosses_epochs")
-ANCHOR = 10.0  # the weight of ``anchor``, ``embanchor``, ``simanchor``; ``anchorW`` etc. name another
+            "biosses_out", "biosses_epochs", "bioanchor")
+ANCHOR = 10.0  # the weight of ``anchor``, ``embanchor``, ``simanchor``, ``bioanchor``; ``anchorW`` etc. name another
 SMALL = "biosses"  # the study's smallest task (64 training pairs), which MTL hurts most
 SEED = 1  # the variants rerun the baseline's first seed (`biomtl study --seeds 1`)
 
@@ -107,6 +111,9 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
             change = {"mtl": {"geometry_anchor": weight, **measure, **section["mtl"]}, "mtl_ft": section["mtl_ft"]}
             if "anchor_texts" in measure:  # pair runs read the mtl section too; they have no BIOSSES to hold
                 change["pairwise"] = {"geometry_anchor": 0.0, "anchor_texts": None}
+        elif (weight := _weight(part, "bioanchor")) is not None:
+            held = {"geometry_anchor": weight, "anchor_measure": "embeddings", "anchor_to": "encoder"}
+            change = {"task_overrides": {SMALL: {s: {**held, **section[s]} for s in ("st", "mtl_ft")}}}
         elif part == "biosses_out":  # every MTL-FT run starts from the changed MTL run
             change = {"mtl_tasks": [t for t in tasks if t != SMALL], "mtl": section["mtl"], "mtl_ft": section["mtl_ft"]}
         elif part == "biosses_epochs":  # ST and MTL-FT alike, so that neither gets more passes from the change
@@ -121,14 +128,20 @@ def variant_changes(name: str, profile: dict[str, Any], tasks: list[str], dev_on
 
 def _anchor(part: str) -> tuple[dict[str, Any], float] | None:
     """``anchor``/``anchorW``, ``embanchor``/``embanchorW``, ``simanchor``/``simanchorW``: (the MTL run's anchor
-    keys other than the weight; the weight); ``None`` for another variant. ``anchor0`` means the weight 0."""
+    keys other than the weight; the weight); ``None`` for another variant."""
     held = {"anchor_measure": "embeddings"}
     for name, measure in (("anchor", {}), ("embanchor", held), ("simanchor", {**held, "anchor_texts": SMALL})):
-        if part == name:
-            return measure, ANCHOR
-        if part.startswith(name) and (weight := _number(part[len(name):])) is not None:
+        if (weight := _weight(part, name)) is not None:
             return measure, weight
     return None
+
+
+def _weight(part: str, name: str) -> float | None:
+    """The weight ``part`` gives variant ``name``: ``name`` alone :data:`ANCHOR`, ``nameW`` W (``anchor0`` is
+    the weight 0); ``None`` when ``part`` is not ``name`` with or without a number."""
+    if part == name:
+        return ANCHOR
+    return _number(part[len(name):]) if part.startswith(name) else None
 
 
 def _number(text: str) -> float | None:

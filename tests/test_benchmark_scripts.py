@@ -63,7 +63,8 @@ def test_the_comparison_gives_biomtl_every_setting_of_the_run_config(task: str, 
 
 def test_the_biosses_variants_of_the_diagnosis_change_only_biosses_runs(tmp_path: Path, monkeypatch) -> None:
     """``biosses_out`` leaves BIOSSES out of the MTL run but still fine-tunes it from the MTL encoder;
-    ``biosses_epochs`` triples BIOSSES's ST and MTL-FT epochs alike; neither touches another task's run."""
+    ``biosses_epochs`` triples BIOSSES's ST and MTL-FT epochs alike; ``bioanchorW`` holds BIOSSES's ST and
+    MTL-FT runs to the pretrained encoder; none touches another task's run."""
     import yaml
 
     from biomtl.experiments.plan import study_runs
@@ -82,7 +83,15 @@ def test_the_biosses_variants_of_the_diagnosis_change_only_biosses_runs(tmp_path
     assert (out["mtlft-biosses"].config.keep_heads, out["mtlft-hoc"].config.keep_heads) == (False, True)
     assert (epochs["st-biosses"].config.epochs, epochs["mtlft-biosses"].config.epochs) == (
         3 * plain["st-biosses"].config.epochs, 3 * plain["mtlft-biosses"].config.epochs)
+    anchored = runs("keep_heads+bioanchor3")
+    for name in ("st-biosses", "mtlft-biosses"):
+        held = anchored[name].config
+        assert (held.geometry_anchor, held.anchor_measure, held.anchor_to) == (3.0, "embeddings", "encoder"), name
+    assert runs("bioanchor")["mtlft-biosses"].config.geometry_anchor == 10.0
     for name, run in plain.items():
+        if "biosses" not in name:
+            assert anchored[name].config.replace(output_dir="", init_from=None) == run.config.replace(
+                output_dir="", init_from=None), name
         if "biosses" not in name and name != "mtl":
             assert epochs[name].config.epochs == run.config.epochs, name
             assert out[name].config.replace(output_dir="", init_from=None) == run.config.replace(

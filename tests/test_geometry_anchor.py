@@ -51,6 +51,13 @@ def test_an_unknown_measure_is_named(tiny_encoder: str) -> None:
         RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "anchor_measure": "embedding"})
 
 
+def test_anchor_to_is_start_or_encoder_and_comes_with_a_weight(tiny_encoder: str) -> None:
+    with pytest.raises(ConfigError, match="anchor_to: unknown value 'pretrained'"):
+        RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "geometry_anchor": 1.0, "anchor_to": "pretrained"})
+    with pytest.raises(ConfigError, match="anchor_to: needs geometry_anchor > 0"):
+        RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "anchor_to": "encoder"})
+
+
 def test_anchor_texts_must_name_a_task_of_the_run_and_come_with_a_weight(tiny_encoder: str) -> None:
     with pytest.raises(ConfigError, match="anchor_texts: 'y' is not one of the run's tasks"):
         RunConfig.from_dict({"tasks": ["x"], "encoder": tiny_encoder, "geometry_anchor": 1.0, "anchor_texts": "y"})
@@ -157,4 +164,69 @@ def test_anchor_texts_refuses_a_torchrun_run_before_it_writes_anything(run_confi
                   progress=False)
     finally:
         dist.destroy_process_group()
+    assert not out.exists()
+
+
+def _moved_model(run_config, tmp_path: Path) -> Path:
+    """A model directory whose encoder training moved away from the tiny encoder's weights."""
+    out = tmp_path / "moved"
+    train(run_config(["toy-ner", "toy-rel"], output_dir=str(out), lr=1e-2, epochs=2, save_predictions=False),
+          progress=False)
+    return out / "best"
+
+
+@pytest.mark.parametrize("texts", [False, True])
+def test_anchor_to_encoder_holds_a_fine_tune_to_the_pretrained_encoder_not_its_start(
+        run_config, tiny_encoder: str, toy_tasks: dict, tmp_path: Path, texts: bool) -> None:
+    """In a fine-tune (``init_from``) ``anchor_to: start`` compares with the model it starts from and
+    ``anchor_to: encoder`` with the run's encoder as pretrained, on each batch or on the reference texts."""
+    from biomtl.model import build_model
+    from biomtl.train import examples_of, load_task_data
+
+    moved = _moved_model(run_config, tmp_path)
+    sts = str(toy_tasks["toy-sts"])
+    pretrained, tokenizer = load_encoder(tiny_encoder, 0.0)
+    extra = {"anchor_texts": sts} if texts else {}
+    held = {}
+    for to in ("start", "encoder"):
+        config = run_config(["toy-sts"], init_from=str(moved), geometry_anchor=1.0, anchor_measure="embeddings",
+                            anchor_to=to, **extra)
+        model = build_model(config).eval()
+        anchor = GeometryAnchor.for_run(model, config, examples_of(load_task_data(model, config), "train"))
+        assert anchor is not None
+        if texts:
+            held[to] = anchor.targets
+            now = _pooled(model.encoder, tokenizer, anchor_texts_of(sts))
+            then = _pooled(pretrained, tokenizer, anchor_texts_of(sts))
+        else:
+            held[to] = _pooled(anchor.teacher, tokenizer, TEXTS)
+            now, then = _pooled(model.encoder, tokenizer, TEXTS), _pooled(pretrained, tokenizer, TEXTS)
+            assert not any(p.requires_grad for p in anchor.teacher.parameters())
+        assert embedding_loss(now, then).item() > 1e-3  # the start is not the pretrained encoder
+    torch.testing.assert_close(held["start"], now, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(held["encoder"], then, atol=1e-5, rtol=1e-4)
+
+
+def anchor_texts_of(task: str) -> list[str]:
+    from biomtl.data.readers import read_split
+    from biomtl.tasks import load_dataset_spec
+
+    return [t for e in read_split(load_dataset_spec(task), "train") for t in (e.text, e.text_b)]
+
+
+def test_anchor_to_encoder_refuses_an_encoder_the_start_was_not_trained_from(run_config, tmp_path: Path) -> None:
+    """The pretrained encoder must read the model's tokens: another width is a named error, before the run's
+    output directory exists."""
+    from transformers import BertConfig, BertModel
+
+    moved = _moved_model(run_config, tmp_path)
+    other = tmp_path / "wider"
+    BertModel(BertConfig(vocab_size=200, hidden_size=48, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64), add_pooling_layer=False).save_pretrained(other)
+    tokenizer = MultiTaskModel.load(moved).tokenizer
+    tokenizer.save_pretrained(other)
+    out = tmp_path / "refused"
+    with pytest.raises(ConfigError, match="anchor_to: encoder: the encoder .* has vocab_size 200"):
+        train(run_config(["toy-sts"], output_dir=str(out), init_from=str(moved), encoder=str(other),
+                         geometry_anchor=1.0, anchor_to="encoder"), progress=False)
     assert not out.exists()

@@ -48,14 +48,21 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("changes", [{}, {"group_by_length": False, "pack": True}, {"geometry_anchor": 5.0},
-                                     {"geometry_anchor": 5.0, "anchor_measure": "embeddings"}, "anchor-texts"],
-                         ids=["grouped", "random-packed", "geometry-anchor", "embedding-anchor", "anchor-texts"])
+                                     {"geometry_anchor": 5.0, "anchor_measure": "embeddings"}, "anchor-texts",
+                                     "anchor-to-encoder"],
+                         ids=["grouped", "random-packed", "geometry-anchor", "embedding-anchor", "anchor-texts",
+                              "anchor-to-encoder"])
 def test_stopped_run_resumes_identically(run_config, tmp_path, changes, toy_tasks):
     """In-process: stop after 13 steps (checkpoints every 5), resume, compare with a straight run; also with
     random batches packed (the NER run configs), and with each kind of anchor (``anchor-texts``: the anchor's
-    reference rows follow the step, so the resumed run reads the same ones)."""
+    reference rows follow the step, so the resumed run reads the same ones; ``anchor-to-encoder``: a fine-tune
+    held to the pretrained encoder, which the resumed run loads again)."""
     if changes == "anchor-texts":
         changes = {"geometry_anchor": 5.0, "anchor_texts": str(toy_tasks["toy-sts"])}
+    elif changes == "anchor-to-encoder":
+        train(run_config(output_dir=str(tmp_path / "start"), epochs=1, save_predictions=False), progress=False)
+        changes = {"geometry_anchor": 5.0, "anchor_measure": "embeddings", "anchor_to": "encoder",
+                   "init_from": str(tmp_path / "start" / "best")}
     straight = run_config(output_dir=str(tmp_path / "straight"), checkpoint_every=5, **changes)
     train(straight, progress=False)
     config = run_config(output_dir=str(tmp_path / "resumed"), checkpoint_every=5, **changes)

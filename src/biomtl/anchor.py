@@ -18,6 +18,11 @@ reads the next ``batch_size`` of them (in the split's order, from row k × batch
 the model's encoder, against their embeddings under the starting encoder, computed once. The other tasks'
 own texts are then free to move; what is held is the space of the texts the similarity task scores. This
 costs one more forward and backward pass of ``batch_size`` texts per step, and needs no frozen copy.
+
+``anchor_to: encoder`` holds a fine-tune (a run with ``init_from``, such as an MTL-FT run) to the run's
+``encoder`` as it was pretrained, instead of to the model it starts from: what earlier training moved away
+from, the term pulls back while the task trains. The two must read the same tokens (the same vocabulary and
+width); for a run without ``init_from`` both are the same encoder.
 """
 
 from __future__ import annotations
@@ -62,19 +67,20 @@ def mean_pooled(encoder: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Te
 
 class GeometryAnchor:
     """The anchor term of a run: its weight, its measure (the run key ``anchor_measure``, one of
-    :data:`biomtl.config.ANCHOR_MEASURES`) and what it compares with, either a frozen copy of the encoder as it
-    is now (the run's start), read on each batch, or the starting encoder's embeddings of fixed reference texts
-    (``anchor_texts``), computed now."""
+    :data:`biomtl.config.ANCHOR_MEASURES`) and what it compares with: ``held``, the encoder to hold to (a
+    frozen copy of the run's start, or the pretrained encoder), read on each batch, or ``held``'s embeddings of
+    fixed reference texts (``anchor_texts``), computed now. With no reference texts ``held`` becomes the
+    anchor's own and is frozen here."""
 
-    def __init__(self, encoder: nn.Module, weight: float, measure: str = "cosines",
+    def __init__(self, held: nn.Module, weight: float, measure: str = "cosines",
                  reference: dict[str, torch.Tensor] | None = None, rows: int = 16) -> None:
         self.weight = weight
         self.measure = MEASURES[measure]
         self.reference, self.rows = reference, rows
         if reference is None:
-            self.teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
+            self.teacher = held.eval().requires_grad_(False)
         else:
-            self.targets = _pooled_in_chunks(encoder, reference, rows)
+            self.targets = _pooled_in_chunks(held, reference, rows)
 
     @classmethod
     def for_run(cls, model: Any, config: Any, train: dict[str, list[Example]]) -> GeometryAnchor | None:
@@ -83,16 +89,20 @@ class GeometryAnchor:
         ``geometry_anchor: 0`` (no term, no frozen copy)."""
         if not config.geometry_anchor > 0:
             return None
-        if not config.anchor_texts:
-            return cls(model.encoder, config.geometry_anchor, config.anchor_measure)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if config.anchor_texts and torch.distributed.is_available() and torch.distributed.is_initialized():
             raise ConfigError("anchor_texts: not supported under torchrun (its extra pass is not synchronised)")
+        device = next(model.encoder.parameters()).device
+        if config.anchor_to == "encoder" and config.init_from:
+            held = _pretrained(model, config).to(device)
+        else:  # the start: a frozen copy, or for reference texts the encoder itself (their targets are taken now)
+            held = model.encoder if config.anchor_texts else copy.deepcopy(model.encoder)
+        if not config.anchor_texts:
+            return cls(held, config.geometry_anchor, config.anchor_measure)
         name = list(model.specs)[config.tasks.index(config.anchor_texts)]  # a task given by path: its spec's name
         texts = [t for e in train[name] for t in _texts(e)]
-        device = next(model.encoder.parameters()).device
         reference = model.tokenizer(texts, padding=True, truncation=True, max_length=config.max_length,
                                     return_tensors="pt").to(device)
-        return cls(model.encoder, config.geometry_anchor, config.anchor_measure, dict(reference), config.batch_size)
+        return cls(held, config.geometry_anchor, config.anchor_measure, dict(reference), config.batch_size)
 
     def loss(self, pooled: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The measure of the model's mean-pooled embeddings of ``inputs`` (the rows the encoder read) against
@@ -113,6 +123,22 @@ class GeometryAnchor:
         width = int(self.reference["attention_mask"][rows].sum(1).max())  # the slice's longest text, not the set's
         inputs = {k: v[rows, :width] for k, v in self.reference.items()}
         return run(task, batch), self.measure(mean_pooled(model.encoder, inputs), self.targets[rows])
+
+
+def _pretrained(model: Any, config: Any) -> nn.Module:
+    """``anchor_to: encoder`` in a fine-tune: the run's ``encoder`` as pretrained, which must read the same
+    tokens as ``model``'s (the encoder ``init_from``'s model was trained from)."""
+    from biomtl.model import load_encoder
+
+    pretrained, _ = load_encoder(config.encoder)
+    ours, theirs = model.encoder.config, pretrained.config
+    for key in ("vocab_size", "hidden_size"):
+        if getattr(ours, key) != getattr(theirs, key):
+            raise ConfigError(
+                f"anchor_to: encoder: the encoder '{config.encoder or 'default'}' has {key} {getattr(theirs, key)}, "
+                f"the model of init_from ({config.init_from}) {getattr(ours, key)}; set encoder to the one it was "
+                "trained from")
+    return pretrained
 
 
 def _texts(example: Example) -> list[str]:

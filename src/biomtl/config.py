@@ -538,6 +538,7 @@ SAMPLING = ("proportional", "temperature", "round_robin")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLING = ("cls", "mean")
 ANCHOR_MEASURES = ("cosines", "embeddings")  # the keys of biomtl.anchor.MEASURES (no torch here)
+ANCHOR_TO = ("start", "encoder")  # what the anchor holds to: the run's starting encoder, or its `encoder` untrained
 SIMILARITY = ("cross", "biencoder")  # text-pair similarity strategies (biomtl.tasks.regression); a run may say auto
 DEFAULT_MAX_LENGTH = 128  # sub-words per sequence, [CLS] and [SEP] included
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # whether it is available: biomtl.inference
@@ -575,6 +576,7 @@ class RunConfig:
     geometry_anchor: float = 0.0  # > 0: hold the pairwise cosines of pooled embeddings (biomtl.anchor)
     anchor_measure: str = "cosines"  # or embeddings: hold each text's pooled embedding (biomtl.anchor)
     anchor_texts: str | None = None  # a task: the anchor reads its training texts, not each batch's
+    anchor_to: str = "start"  # or encoder: a fine-tune (init_from) is held to `encoder` as pretrained, not its start
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # caps dev and, with cap_test, test
     cap_test: bool = True  # false: max_eval_examples caps dev only and every test example is scored
@@ -620,15 +622,16 @@ class RunConfig:
             p.append(f"geometry_anchor: must be a number >= 0, got {self.geometry_anchor}")
         for key, options in (
             ("sampling", SAMPLING), ("precision", PRECISIONS), ("pooling", POOLING), ("similarity", ("auto", *SIMILARITY)),
-            ("anchor_measure", ANCHOR_MEASURES),
+            ("anchor_measure", ANCHOR_MEASURES), ("anchor_to", ANCHOR_TO),
         ):
             value = getattr(self, key)
             if value not in options:
                 p.append(f"{key}: unknown value '{value}'{did_you_mean(value, list(options), 'values')}")
         if self.anchor_texts is not None and self.anchor_texts not in self.tasks:
             p.append(f"anchor_texts: '{self.anchor_texts}' is not one of the run's tasks ({', '.join(self.tasks)})")
-        if self.anchor_texts is not None and not self.geometry_anchor > 0:
-            p.append("anchor_texts: needs geometry_anchor > 0 (the anchor's weight)")
+        for key, default in (("anchor_texts", None), ("anchor_to", "start")):
+            if getattr(self, key) != default and not self.geometry_anchor > 0:
+                p.append(f"{key}: needs geometry_anchor > 0 (the anchor's weight)")
         for task in self.loss_weights:
             if task not in self.tasks:
                 p.append(f"loss_weights: '{task}' is not one of the run's tasks ({', '.join(self.tasks)})")
