@@ -145,10 +145,11 @@ def test_the_anchor_s_reference_rows_are_the_task_s_texts_in_order_and_follow_th
     assert seen == [(n - 1) in {(step * b + i) % n for i in range(b)} for step in range(2 * n)]
 
 
-def test_anchor_texts_refuses_a_torchrun_run_before_it_writes_anything(run_config, toy_tasks: dict,
-                                                                       tmp_path: Path) -> None:
-    """Its extra pass runs outside DDP's wrapper, so under a process group the run stops with a named error,
-    and nothing is left behind."""
+@pytest.mark.parametrize("texts", [False, True], ids=["each-batch", "anchor-texts"])
+def test_the_anchor_refuses_a_torchrun_run_before_it_writes_anything(run_config, toy_tasks: dict, tmp_path: Path,
+                                                                     texts: bool) -> None:
+    """Each rank would measure its own rows (and ``anchor_texts`` run a pass outside DDP's wrapper), so under
+    a process group the run stops with a named error, and nothing is left behind."""
     import socket
 
     import torch.distributed as dist
@@ -158,10 +159,10 @@ def test_anchor_texts_refuses_a_torchrun_run_before_it_writes_anything(run_confi
         port = s.getsockname()[1]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     out = tmp_path / "refused"
+    extra = {"anchor_texts": str(toy_tasks["toy-sts"])} if texts else {}
     try:
-        with pytest.raises(ConfigError, match="anchor_texts: not supported under torchrun"):
-            train(run_config(output_dir=str(out), geometry_anchor=1.0, anchor_texts=str(toy_tasks["toy-sts"])),
-                  progress=False)
+        with pytest.raises(ConfigError, match="geometry_anchor: not supported under torchrun"):
+            train(run_config(output_dir=str(out), geometry_anchor=1.0, **extra), progress=False)
     finally:
         dist.destroy_process_group()
     assert not out.exists()

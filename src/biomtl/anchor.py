@@ -23,6 +23,9 @@ costs one more forward and backward pass of ``batch_size`` texts per step, and n
 ``encoder`` as it was pretrained, instead of to the model it starts from: what earlier training moved away
 from, the term pulls back while the task trains. The two must read the same tokens (the same vocabulary and
 width); for a run without ``init_from`` both are the same encoder.
+
+The anchor trains in one process: under torchrun each rank would measure its own rows only, weighted as its
+share of the task's loss, which is not the one-process term, so such a run is refused before it writes.
 """
 
 from __future__ import annotations
@@ -89,8 +92,11 @@ class GeometryAnchor:
         ``geometry_anchor: 0`` (no term, no frozen copy)."""
         if not config.geometry_anchor > 0:
             return None
-        if config.anchor_texts and torch.distributed.is_available() and torch.distributed.is_initialized():
-            raise ConfigError("anchor_texts: not supported under torchrun (its extra pass is not synchronised)")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # each rank would measure its own rows only (and for anchor_texts run a pass DDP does not see),
+            # weighted like its share of the task's loss: not the one-process run's term
+            raise ConfigError("geometry_anchor: not supported under torchrun (the anchor's measure is not split "
+                              "across processes as the task's loss is); train in one process")
         device = next(model.encoder.parameters()).device
         if config.anchor_to == "encoder" and config.init_from:
             held = _pretrained(model, config).to(device)
