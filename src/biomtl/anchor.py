@@ -83,7 +83,8 @@ class GeometryAnchor:
         if reference is None:
             self.teacher = held.eval().requires_grad_(False)
         else:
-            self.targets = _pooled_in_chunks(held, reference, rows)
+            self.device = next(held.parameters()).device  # the texts stay on the host; a step's slice moves
+            self.targets = _pooled_in_chunks(held, reference, rows, self.device)
 
     @classmethod
     def for_run(cls, model: Any, config: Any, train: dict[str, list[Example]]) -> GeometryAnchor | None:
@@ -107,7 +108,7 @@ class GeometryAnchor:
         name = list(model.specs)[config.tasks.index(config.anchor_texts)]  # a task given by path: its spec's name
         texts = [t for e in train[name] for t in _texts(e)]
         reference = model.tokenizer(texts, padding=True, truncation=True, max_length=config.max_length,
-                                    return_tensors="pt").to(device)
+                                    return_tensors="pt")
         return cls(held, config.geometry_anchor, config.anchor_measure, dict(reference), config.batch_size)
 
     def loss(self, pooled: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -125,10 +126,11 @@ class GeometryAnchor:
             logits, pooled, inputs = run(task, batch, pooled=True)
             return logits, self.loss(pooled, inputs)
         n = self.targets.shape[0]
-        rows = torch.arange(step * self.rows, (step + 1) * self.rows, device=self.targets.device) % n
+        rows = torch.arange(step * self.rows, (step + 1) * self.rows) % n
         width = int(self.reference["attention_mask"][rows].sum(1).max())  # the slice's longest text, not the set's
-        inputs = {k: v[rows, :width] for k, v in self.reference.items()}
-        return run(task, batch), self.measure(mean_pooled(model.encoder, inputs), self.targets[rows])
+        inputs = {k: v[rows, :width].to(self.device) for k, v in self.reference.items()}
+        target = self.targets[rows.to(self.device)]
+        return run(task, batch), self.measure(mean_pooled(model.encoder, inputs), target)
 
 
 def _pretrained(model: Any, config: Any) -> nn.Module:
@@ -154,13 +156,16 @@ def _texts(example: Example) -> list[str]:
     return [t for t in (example.text, example.text_b) if t is not None]
 
 
-def _pooled_in_chunks(encoder: nn.Module, inputs: dict[str, torch.Tensor], rows: int) -> torch.Tensor:
-    """:func:`mean_pooled` of every row of ``inputs`` (in eval mode, without gradients), ``rows`` at a time."""
+def _pooled_in_chunks(encoder: nn.Module, inputs: dict[str, torch.Tensor], rows: int,
+                      device: torch.device) -> torch.Tensor:
+    """:func:`mean_pooled` of every row of ``inputs`` (in eval mode, without gradients), ``rows`` at a time,
+    each chunk moved to ``device`` (the encoder's)."""
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
         n = inputs["input_ids"].shape[0]
-        out = torch.cat([mean_pooled(encoder, {k: v[i : i + rows] for k, v in inputs.items()}) for i in range(0, n, rows)])
+        out = torch.cat([mean_pooled(encoder, {k: v[i : i + rows].to(device) for k, v in inputs.items()})
+                         for i in range(0, n, rows)])
     encoder.train(was_training)
     return out.float()
 
