@@ -216,7 +216,7 @@ def anchor_texts_of(task: str) -> list[str]:
 
 
 def test_anchor_to_encoder_refuses_an_encoder_the_start_was_not_trained_from(run_config, tmp_path: Path) -> None:
-    """The pretrained encoder must read the model's tokens: another width is a named error, before the run's
+    """The pretrained encoder must read the model's tokens: another vocabulary or width is a named error, before the run's
     output directory exists."""
     from transformers import BertConfig, BertModel
 
